@@ -1,0 +1,90 @@
+"""The cell after `parameters`: every bad value stops there with an error that names the parameter."""
+
+import ast
+
+import pytest
+
+from notebook import cells, source
+
+
+@pytest.fixture
+def defaults():
+    """The parameters cell's own values, by name."""
+    return {s.targets[0].id: ast.literal_eval(s.value) for s in ast.parse(source(cells("parameters")[0])).body}
+
+
+def test_defaults_are_valid(nb, defaults):
+    config = nb.Config.from_parameters(defaults)
+    assert (config.image_size, config.batch_size, config.timesteps, config.learning_rate) == (64, 64, 1000, 2e-4)
+
+
+def test_config_is_frozen(nb, defaults):
+    config = nb.Config.from_parameters(defaults)
+    with pytest.raises(nb.dataclasses.FrozenInstanceError):
+        config.batch_size = 1
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("IMAGE_SIZE", 60, "multiple of 8"),
+        ("IMAGE_SIZE", 0, "multiple of 8"),
+        ("TIMESTEPS", 0, ">= 1"),
+        ("BETA_START", 0.0, "between 0 and 1"),
+        ("BETA_END", 1.5, "between 0 and 1"),
+        ("BETA_START", 0.05, "<= BETA_END"),
+        ("BATCH_SIZE", 0, "positive integer"),
+        ("BATCH_SIZE", 6.5, "positive integer"),
+        ("LEARNING_RATE", -1e-4, "between 0 and 1"),
+        ("LEARNING_RATE", "2e-4", "between 0 and 1"),
+        ("DATASET", "imagenet", "'cifar10' or the path of an existing image folder"),
+        ("DATASET", "/no/such/folder", "'cifar10' or the path of an existing image folder"),
+        ("DEVICE", "gpu", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+        ("BASE_CHANNELS", 20, "multiple of 8"),
+        ("CHANNEL_MULTS", (), "non-empty tuple"),
+        ("EPOCHS", -1, ">= 0"),
+        ("GRAD_ACCUM_STEPS", 0, "positive integer"),
+        ("MAX_BATCHES_PER_EPOCH", 0, "None or a positive integer"),
+        ("COSINE_LR", "yes", "True or False"),
+        ("RESUME", "/no/such/checkpoint.pt", "None, 'latest', or the path of an existing checkpoint file"),
+    ],
+)
+def test_bad_value_names_the_parameter(nb, defaults, name, value, message):
+    with pytest.raises(nb.ConfigError) as error:
+        nb.Config.from_parameters(dict(defaults, **{name: value}))
+    assert str(error.value).startswith(f"{name} must be")
+    assert message in str(error.value)
+    assert repr(value) in str(error.value)
+
+
+def test_image_size_must_suit_the_unet_depth(nb, defaults):
+    nb.Config.from_parameters(dict(defaults, IMAGE_SIZE=36, CHANNEL_MULTS=(1, 2, 2)))  # 36 = 4 x 9
+    with pytest.raises(nb.ConfigError, match="IMAGE_SIZE must be a positive multiple of 4"):
+        nb.Config.from_parameters(dict(defaults, IMAGE_SIZE=34, CHANNEL_MULTS=(1, 2, 2)))
+
+
+def test_fewer_batches_than_one_update_is_rejected(nb, defaults):
+    with pytest.raises(nb.ConfigError, match="MAX_BATCHES_PER_EPOCH must be at least GRAD_ACCUM_STEPS"):
+        nb.Config.from_parameters(dict(defaults, GRAD_ACCUM_STEPS=4, MAX_BATCHES_PER_EPOCH=2))
+
+
+def test_papermill_lists_become_tuples(nb, defaults):
+    assert nb.Config.from_parameters(dict(defaults, CHANNEL_MULTS=[1, 2])).channel_mults == (1, 2)
+
+
+def test_missing_parameter_is_named(nb, defaults):
+    del defaults["SEED"]
+    with pytest.raises(nb.ConfigError, match="missing parameters: SEED"):
+        nb.Config.from_parameters(defaults)
+
+
+def test_an_unavailable_device_is_refused(nb):
+    if nb.torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(RuntimeError, match="DEVICE='cuda' but this machine has no CUDA GPU"):
+        nb.pick_device("cuda")
+
+
+def test_auto_device_falls_back_to_cpu(nb):
+    expected = "cuda" if nb.torch.cuda.is_available() else "mps" if nb.torch.backends.mps.is_available() else "cpu"
+    assert nb.pick_device("auto").type == expected

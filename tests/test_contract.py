@@ -1,0 +1,76 @@
+"""The notebook's shape: the cell tags and storage rules that tests, benchmarks and users rely on."""
+
+import ast
+import json
+import re
+
+from notebook import NOTEBOOK, ROOT, cells, source
+
+
+def test_notebook_is_stored_without_outputs():
+    for cell in cells():
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, source(cell)[:80]
+
+
+def test_kernel_is_python3():
+    assert json.loads(NOTEBOOK.read_text())["metadata"]["kernelspec"]["name"] == "python3"
+
+
+def test_exactly_one_parameters_cell_of_plain_literals():
+    tagged = cells("parameters")
+    assert len(tagged) == 1
+    for statement in ast.parse(source(tagged[0])).body:
+        assert isinstance(statement, ast.Assign), ast.unparse(statement)
+        assert statement.targets[0].id.isupper()
+        ast.literal_eval(statement.value)  # raises unless a plain literal
+
+
+def test_cell_after_parameters_builds_the_config():
+    all_cells = cells()
+    after = all_cells[all_cells.index(cells("parameters")[0]) + 1]
+    assert "Config.from_parameters(globals())" in source(after)
+
+
+def test_parameters_are_exactly_the_config_fields(nb):
+    names = {statement.targets[0].id for statement in ast.parse(source(cells("parameters")[0])).body}
+    assert names == {field.name.upper() for field in nb.dataclasses.fields(nb.Config)}
+
+
+def test_definitions_cells_only_define():
+    allowed = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign)
+    for cell in cells("definitions"):
+        for statement in ast.parse(source(cell)).body:
+            if isinstance(statement, ast.Expr) and "os.environ.setdefault" in ast.unparse(statement):
+                continue  # the MPS fallback switch, which must precede `import torch`
+            assert isinstance(statement, allowed), f"not a definition: {ast.unparse(statement)[:80]}"
+            if isinstance(statement, ast.Assign):  # constants only
+                ast.literal_eval(statement.value)
+
+
+def test_mps_fallback_is_set_before_torch_is_imported():
+    code = "\n".join(source(cell) for cell in cells() if cell["cell_type"] == "code")
+    assert code.index('os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")') < code.index("import torch")
+
+
+def test_readme_documents_every_parameter():
+    readme = (ROOT / "README.md").read_text()
+    names = {statement.targets[0].id for statement in ast.parse(source(cells("parameters")[0])).body}
+    missing = [name for name in names if not re.search(rf"`{name}`", readme)]
+    assert not missing
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = re.search(r"```sh\n# test\n(.+?)\n```", readme, re.S).group(1).strip()
+    assert command in ci
+
+
+def test_notebook_passes_ruff():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", str(NOTEBOOK), str(ROOT / "tests")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

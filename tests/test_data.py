@@ -1,0 +1,77 @@
+"""Section 3: loading CIFAR-10 or an image folder, and the batches the model sees."""
+
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from fake_cifar import CLASSES, write_fake_cifar10
+
+SHARED_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg" / "train"
+
+
+@pytest.fixture
+def md5_skipped(monkeypatch):
+    monkeypatch.setattr("torchvision.datasets.cifar.CIFAR10._check_integrity", lambda self: True)
+    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
+
+
+def test_cifar10_loads_as_one_uint8_tensor(nb, tmp_path, md5_skipped):
+    write_fake_cifar10(tmp_path, images_per_batch=7)
+    images, labels, names = nb.load_dataset("cifar10", str(tmp_path), 64)
+    assert images.shape == (35, 3, 32, 32) and images.dtype == torch.uint8
+    assert labels.shape == (35,) and names == CLASSES
+
+
+def test_missing_cifar10_says_where_it_looked_and_how_to_get_it(nb, tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr("torchvision.datasets.cifar.download_and_extract_archive", no_network)
+    with pytest.raises(RuntimeError) as error:
+        nb.load_dataset("cifar10", str(tmp_path / "data"), 64)
+    message = str(error.value)
+    assert str((tmp_path / "data" / "cifar-10-batches-py").resolve()) in message
+    assert nb.CIFAR10_URL in message and "image folder" in message
+
+
+@pytest.mark.skipif(not SHARED_TRAIN.is_dir(), reason="needs ../shared/data/cifar10-jpg")
+def test_image_folder_loads_real_images_resized(nb):
+    images, labels, names = nb.load_image_folder(str(SHARED_TRAIN), 48)
+    assert images.shape == (5000, 3, 48, 48) and images.dtype == torch.uint8
+    assert names[0] == "airplane" and len(names) == 10 and labels.bincount().tolist() == [500] * 10
+
+
+def test_empty_image_folder_is_a_clear_error(nb, tmp_path):
+    with pytest.raises(RuntimeError, match="holds no images in class subfolders"):
+        nb.load_image_folder(str(tmp_path), 32)
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch(nb):
+    order, flips = nb.epoch_order(100, seed=3, epoch=2)
+    assert sorted(order.tolist()) == list(range(100))
+    again = nb.epoch_order(100, seed=3, epoch=2)
+    assert torch.equal(order, again[0]) and torch.equal(flips, again[1])
+    assert not torch.equal(order, nb.epoch_order(100, seed=3, epoch=3)[0])
+    assert 30 < flips.sum() < 70
+
+
+def test_batches_are_upscaled_flipped_and_in_minus_one_to_one(nb):
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    images[0] = 0
+    images[1] = 255
+    indices, no_flip = torch.arange(4), torch.zeros(4, dtype=torch.bool)
+    x = nb.prepare_batch(images, indices, no_flip, 64, "cpu")
+    assert x.shape == (4, 3, 64, 64) and x.dtype == torch.float32
+    assert (x[0] == -1).all() and (x[1] == 1).all() and x.min() >= -1 and x.max() <= 1
+    flipped = nb.prepare_batch(images, indices, ~no_flip, 64, "cpu")
+    torch.testing.assert_close(flipped, x.flip(-1))
+
+
+def test_an_epoch_trains_whole_updates_only(nb):
+    assert nb.batches_per_epoch(1000, 64, 1) == 15
+    assert nb.batches_per_epoch(1000, 64, 4) == 12
+    assert nb.batches_per_epoch(1000, 64, 2, max_batches=5) == 4
+    with pytest.raises(nb.ConfigError, match="BATCH_SIZE .* GRAD_ACCUM_STEPS"):
+        nb.batches_per_epoch(100, 64, 2)

@@ -1,0 +1,143 @@
+"""Section 4: the schedule, the forward process (Eq. 4) and the reverse process (Alg. 2)."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def schedule(nb):
+    return nb.linear_schedule(1000, 1e-4, 0.02)
+
+
+class ZeroNoise(torch.nn.Module):
+    """A stand-in model that predicts no noise and records the timesteps it is asked about."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, t):
+        self.seen.append(t.tolist())
+        return torch.zeros_like(x)
+
+
+def test_betas_are_linear_from_beta_start_to_beta_end(schedule):
+    expected = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    torch.testing.assert_close(schedule.betas.double(), expected, rtol=1e-6, atol=0)
+
+
+def test_schedule_is_float32(nb, schedule):
+    for field in nb.dataclasses.fields(schedule):
+        assert getattr(schedule, field.name).dtype == torch.float32, field.name
+
+
+def test_alphas_cumprod_decreases_from_near_one_to_near_zero(schedule):
+    assert (schedule.alphas_cumprod.diff() < 0).all()
+    assert schedule.alphas_cumprod[0] == pytest.approx(1 - 1e-4)
+    assert schedule.alphas_cumprod[-1] < 1e-4  # x at t = T-1 is almost pure noise
+
+
+def test_alphas_cumprod_is_computed_in_float64(schedule):
+    exact = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    torch.testing.assert_close(schedule.alphas_cumprod.double(), exact, rtol=1e-6, atol=0)
+
+
+def test_posterior_matches_eq_7(schedule):
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    abar = torch.cumprod(1 - betas, 0)
+    prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    torch.testing.assert_close(schedule.posterior_variance, (betas * (1 - prev) / (1 - abar)).float())
+    torch.testing.assert_close(schedule.posterior_mean_coef1, (betas * prev.sqrt() / (1 - abar)).float())
+    torch.testing.assert_close(schedule.posterior_mean_coef2, ((1 - prev) * (1 - betas).sqrt() / (1 - abar)).float())
+    assert schedule.posterior_variance[0] == 0  # the first step back is deterministic given x_0
+
+
+def test_forward_diffusion_is_the_closed_form(nb, schedule):
+    x_0, noise = torch.rand(4, 3, 8, 8) * 2 - 1, torch.randn(4, 3, 8, 8)
+    t = torch.tensor([0, 10, 500, 999])
+    x_t = nb.forward_diffusion(x_0, t, noise, schedule)
+    for i in range(4):
+        abar = schedule.alphas_cumprod[t[i]]
+        torch.testing.assert_close(x_t[i], abar.sqrt() * x_0[i] + (1 - abar).sqrt() * noise[i])
+
+
+def test_forward_diffusion_has_eq_4_mean_and_variance(nb, schedule):
+    x_0 = torch.full((20000, 1, 1, 1), 0.7)
+    for step in (0, 250, 999):
+        t = torch.full((20000,), step)
+        x_t = nb.forward_diffusion(x_0, t, torch.randn_like(x_0), schedule)
+        abar = schedule.alphas_cumprod[step].item()
+        assert x_t.mean().item() == pytest.approx(abar**0.5 * 0.7, abs=0.02)
+        assert x_t.var().item() == pytest.approx(1 - abar, rel=0.05, abs=1e-4)
+
+
+def test_forward_diffusion_rejects_timesteps_outside_the_schedule(nb, schedule):
+    with pytest.raises(AssertionError, match=r"t must lie in 0..T-1"):
+        nb.forward_diffusion(torch.zeros(1, 3, 4, 4), torch.tensor([1000]), torch.zeros(1, 3, 4, 4), schedule)
+
+
+def test_sample_visits_every_timestep_from_t_minus_1_down_to_0(nb):
+    model, schedule = ZeroNoise(), nb.linear_schedule(7, 1e-4, 0.02)
+    nb.sample(model, (2, 3, 8, 8), "cpu", schedule)
+    assert model.seen == [[t, t] for t in range(6, -1, -1)]
+
+
+def test_training_draws_every_timestep(nb):
+    schedule, model = nb.linear_schedule(5, 1e-4, 0.02), ZeroNoise()
+    for _ in range(20):
+        nb.diffusion_loss(model, torch.zeros(16, 3, 4, 4), schedule)
+    assert {t for batch in model.seen for t in batch} == {0, 1, 2, 3, 4}
+
+
+def test_last_reverse_step_adds_no_noise(nb):
+    # With T = 1 the only step is the last one: x_0 = x_T / sqrt(alpha) exactly (Alg. 2, z = 0 at t = 1).
+    schedule = nb.linear_schedule(1, 0.01, 0.01)
+    x_T = torch.randn((2, 3, 4, 4), generator=torch.Generator().manual_seed(3))
+    x_0 = nb.sample(ZeroNoise(), (2, 3, 4, 4), "cpu", schedule, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(x_0, (x_T / 0.99**0.5).clamp(-1, 1))
+
+
+class ConstantNoise(torch.nn.Module):
+    def forward(self, x, t):
+        return torch.full_like(x, 0.5)
+
+
+@pytest.mark.parametrize("variance", ["beta", "posterior"])
+def test_reverse_step_is_eq_11_plus_sigma_z(nb, variance):
+    schedule = nb.linear_schedule(3, 0.1, 0.3)
+    t, x = next(nb.reverse_process(ConstantNoise(), (1, 1, 2, 2), "cpu", schedule,
+                                   torch.Generator().manual_seed(5), variance))
+    # Replay the generators: x_T from the CPU generator, then z from one seeded by it.
+    replay = torch.Generator().manual_seed(5)
+    x_T = torch.randn((1, 1, 2, 2), generator=replay)
+    z_generator = torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=replay)))
+    z = torch.randn((1, 1, 2, 2), generator=z_generator)
+    mean = (x_T - schedule.betas[2] / (1 - schedule.alphas_cumprod[2]).sqrt() * 0.5) / schedule.alphas[2].sqrt()
+    sigma2 = schedule.betas[2] if variance == "beta" else schedule.posterior_variance[2]
+    assert t == 2
+    torch.testing.assert_close(x, mean + sigma2.sqrt() * z)
+
+
+def test_sample_has_the_requested_shape_and_range(nb):
+    model = nb.UNet(base_channels=16, channel_mults=(1, 2))
+    images = nb.sample(model, (3, 3, 16, 16), "cpu", nb.linear_schedule(10, 1e-4, 0.02))
+    assert images.shape == (3, 3, 16, 16)
+    assert torch.isfinite(images).all() and images.min() >= -1 and images.max() <= 1
+
+
+def test_sample_is_repeatable_for_a_seed(nb):
+    model = nb.UNet(base_channels=16, channel_mults=(1, 2))
+    torch.nn.init.normal_(model.output[-1].weight, std=0.1)  # a model that predicts something
+    schedule = nb.linear_schedule(10, 1e-4, 0.02)
+
+    def draw(seed):
+        return nb.sample(model, (2, 3, 16, 16), "cpu", schedule, generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(draw(1), draw(1))
+    assert not torch.equal(draw(1), draw(2))
+
+
+def test_sampling_leaves_the_model_in_its_training_mode(nb):
+    model = nb.UNet(base_channels=16, channel_mults=(1, 2)).train()
+    nb.sample(model, (1, 3, 16, 16), "cpu", nb.linear_schedule(2, 1e-4, 0.02))
+    assert model.training

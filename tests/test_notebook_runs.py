@@ -1,0 +1,85 @@
+"""The whole notebook, top to bottom, headless through papermill, with small parameters."""
+
+import json
+from pathlib import Path
+
+import papermill
+import pytest
+
+from fake_cifar import CLASSES, install_md5_skip, write_fake_cifar10
+from notebook import NOTEBOOK
+
+SHARED_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg" / "train"
+SMALL = dict(IMAGE_SIZE=32, BASE_CHANNELS=16, TIMESTEPS=20, EPOCHS=2, BATCH_SIZE=8, MAX_BATCHES_PER_EPOCH=3,
+             SAMPLE_EVERY=1, LOG_EVERY=2)
+
+
+def run_notebook(folder, **parameters):
+    """Execute the notebook in `folder` and return the executed notebook as a dict."""
+    output = folder / "executed.ipynb"
+    papermill.execute_notebook(str(NOTEBOOK), str(output), parameters=parameters, cwd=str(folder),
+                               kernel_name="python3", progress_bar=False)
+    return json.loads(output.read_text())
+
+
+def code_cells(executed):
+    return [cell for cell in executed["cells"] if cell["cell_type"] == "code"]
+
+
+def printed(executed):
+    return "".join("".join(out.get("text", "")) for cell in code_cells(executed) for out in cell["outputs"])
+
+
+def assert_ran_cleanly(executed):
+    errors = [out for cell in code_cells(executed) for out in cell["outputs"] if out["output_type"] == "error"]
+    assert not errors
+    for cell in code_cells(executed):
+        code = "".join(cell["source"])
+        if "definitions" not in cell["metadata"].get("tags", []) and ("show_images(" in code or "plt.show()" in code):
+            assert any("image/png" in out.get("data", {}) for out in cell["outputs"]), f"no figure from: {code[:60]}"
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    if not SHARED_TRAIN.is_dir():
+        pytest.skip("needs ../shared/data/cifar10-jpg")
+    folder = tmp_path_factory.mktemp("folder_run")
+    return folder, run_notebook(folder, DATASET=str(SHARED_TRAIN), **SMALL)
+
+
+def test_runs_on_an_image_folder(folder_run):
+    folder, executed = folder_run
+    assert_ran_cleanly(executed)
+    (run_dir,) = (folder / "checkpoints").iterdir()
+    assert [p.name for p in sorted(run_dir.iterdir())] == ["step_00000003.pt", "step_00000006.pt"]
+    samples = sorted(p.name for p in (folder / "samples" / run_dir.name).iterdir())
+    assert samples[:2] == ["epoch_0001.png", "epoch_0002.png"] and samples[2].startswith("generated_")
+    assert "5000 training images" in printed(executed)
+
+
+def test_resuming_starts_at_the_saved_epoch(folder_run):
+    folder, _ = folder_run
+    executed = run_notebook(folder, DATASET=str(SHARED_TRAIN), **dict(SMALL, EPOCHS=3, RESUME="latest"))
+    assert_ran_cleanly(executed)
+    text = printed(executed)
+    (run_dir,) = (folder / "checkpoints").iterdir()
+    assert f"Resumed from {Path('checkpoints') / run_dir.name / 'step_00000006.pt'} at epoch 2" in text
+    assert "epoch 3/3" in text and "epoch 1/3" not in text and "epoch 2/3" not in text
+    assert (run_dir / "step_00000009.pt").exists()
+
+
+def test_runs_on_cifar10_in_torchvision_format(tmp_path, monkeypatch):
+    write_fake_cifar10(tmp_path / "data")
+    monkeypatch.setenv("IPYTHONDIR", str(install_md5_skip(tmp_path / "ipython")))
+    executed = run_notebook(tmp_path, DATASET="cifar10", DATA_DIR="data", **dict(SMALL, EPOCHS=1))
+    assert_ran_cleanly(executed)
+    assert f"100 training images, stored (3, 32, 32) torch.uint8 on cpu, 0 MiB; classes: {', '.join(CLASSES)}" in \
+        printed(executed)
+    assert list((tmp_path / "checkpoints").glob("*/step_00000003.pt"))
+
+
+def test_a_bad_parameter_stops_before_any_download_or_training(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        run_notebook(tmp_path, IMAGE_SIZE=30)
+    assert error.value.ename == "ConfigError" and "IMAGE_SIZE must be a positive multiple of 8" in error.value.evalue
+    assert not (tmp_path / "data").exists() and not (tmp_path / "checkpoints").exists()

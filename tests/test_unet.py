@@ -1,0 +1,45 @@
+"""Section 5: the U-Net's interface and size."""
+
+import pytest
+import torch
+
+
+def test_default_unet_has_5_to_10_million_parameters(nb):
+    assert 5e6 <= nb.count_parameters(nb.UNet()) <= 10e6
+
+
+def test_unet_predicts_noise_of_the_image_shape_at_64x64(nb):
+    model = nb.UNet()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64), torch.tensor([0, 999]))
+    assert out.shape == (2, 3, 64, 64)
+
+
+def test_untrained_unet_predicts_zero_noise(nb):
+    # The zero-initialised output layer makes the starting loss the noise's variance, 1.
+    model = nb.UNet(base_channels=16)
+    assert torch.count_nonzero(model(torch.randn(2, 3, 32, 32), torch.tensor([3, 7]))) == 0
+
+
+def test_time_embedding_differs_across_t(nb):
+    emb = nb.timestep_embedding(torch.arange(1000), 64)
+    assert emb.shape == (1000, 64)
+    assert torch.cdist(emb, emb).add(torch.eye(1000) * 1e9).min() > 1e-3  # no two timesteps share an embedding
+
+
+def test_unet_output_depends_on_t(nb):
+    model = nb.UNet(base_channels=16, channel_mults=(1, 2))
+    torch.nn.init.normal_(model.output[-1].weight, std=0.1)
+    x = torch.randn(1, 3, 16, 16).expand(2, -1, -1, -1)
+    with torch.no_grad():
+        out = model(x, torch.tensor([10, 900]))
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_unet_rejects_sizes_it_cannot_halve(nb):
+    with pytest.raises(AssertionError, match="divisible by 8"):
+        nb.UNet(base_channels=16)(torch.randn(1, 3, 36, 36), torch.tensor([0]))
+
+
+def test_width_scales_the_model(nb):
+    assert nb.count_parameters(nb.UNet(base_channels=32)) < nb.count_parameters(nb.UNet(base_channels=64)) / 3
