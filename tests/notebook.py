@@ -7,6 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "diffusion_model.ipynb"
+SHARED_TRAIN = ROOT.parent / "shared" / "data" / "cifar10-jpg" / "train"  # real CIFAR-10 images, as JPEG
 
 
 def cells(tag=None):

@@ -1,14 +1,12 @@
 """Section 3: loading CIFAR-10 or an image folder, and the batches the model sees."""
 
 import urllib.error
-from pathlib import Path
 
 import pytest
 import torch
 
 from fake_cifar import CLASSES, write_fake_cifar10
-
-SHARED_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg" / "train"
+from notebook import SHARED_TRAIN
 
 
 @pytest.fixture

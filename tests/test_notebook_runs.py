@@ -7,9 +7,8 @@ import papermill
 import pytest
 
 from fake_cifar import CLASSES, install_md5_skip, write_fake_cifar10
-from notebook import NOTEBOOK
+from notebook import NOTEBOOK, SHARED_TRAIN
 
-SHARED_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg" / "train"
 SMALL = dict(IMAGE_SIZE=32, BASE_CHANNELS=16, TIMESTEPS=20, EPOCHS=2, BATCH_SIZE=8, MAX_BATCHES_PER_EPOCH=3,
              SAMPLE_EVERY=1, LOG_EVERY=2)
 

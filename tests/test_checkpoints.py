@@ -1,0 +1,275 @@
+"""Checkpoints and resuming: training never loses work."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny import tiny_config, tiny_images, tiny_run, train
+
+TESTS = Path(__file__).resolve().parent
+
+RESUME_IN_A_NEW_PROCESS = """
+import sys
+from pathlib import Path
+import torch
+sys.path.insert(0, {tests!r})
+from notebook import load_definitions
+from tiny import tiny_config, tiny_images, tiny_run, train
+nb = load_definitions()
+config = tiny_config(nb, Path({tmp!r}), EPOCHS=3, COSINE_LR=True)
+path, checkpoint = nb.find_resume_checkpoint("latest", config.checkpoint_dir)
+model, optimizer, lr_scheduler, schedule, _ = tiny_run(nb, config)
+progress = nb.restore_checkpoint(checkpoint, path, model, optimizer, lr_scheduler, config)
+train(nb, config, tiny_images(), (model, optimizer, lr_scheduler, schedule, progress), path.parent)
+torch.save({{"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress}}, {out!r})
+"""
+
+
+def tensors_equal(a, b):
+    """Bitwise equality of nested dicts/lists of tensors and plain values."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(tensors_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(tensors_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def interrupt_at_update(nb, monkeypatch, update):
+    """Make the notebook's loss raise KeyboardInterrupt in the given update (1-based), as Jupyter's stop does."""
+    real_loss, calls = nb.diffusion_loss, []
+
+    def loss(*args):
+        calls.append(1)
+        if len(calls) == update:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(nb, "diffusion_loss", loss)
+
+
+@pytest.fixture
+def straight(nb, tmp_path_factory):
+    """3 epochs of 3 updates without a stop: the run every resumed run must equal."""
+    folder = tmp_path_factory.mktemp("straight")
+    config = tiny_config(nb, folder, EPOCHS=3, COSINE_LR=True)
+    run = tiny_run(nb, config)
+    train(nb, config, tiny_images(), run, folder / "run")
+    model, optimizer, _, _, progress = run
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress}
+
+
+@pytest.mark.parametrize("stop", ["epoch end", "mid-epoch interrupt"])
+def test_resume_in_a_fresh_process_is_bitwise_identical(nb, tmp_path, monkeypatch, straight, stop):
+    config = tiny_config(nb, tmp_path, EPOCHS=3, COSINE_LR=True)
+    run_dir = tmp_path / "checkpoints" / "run-a"
+    if stop == "epoch end":
+        train(nb, dataclasses.replace(config, epochs=1), tiny_images(), tiny_run(nb, config), run_dir)
+    else:
+        interrupt_at_update(nb, monkeypatch, 5)  # epoch 2, its second update
+        with pytest.raises(KeyboardInterrupt):
+            train(nb, config, tiny_images(), tiny_run(nb, config), run_dir)
+        assert nb.load_checkpoint(run_dir / "step_00000004.pt")["progress"]["batch"] == 1  # mid-epoch
+    out = tmp_path / "resumed.pt"
+    script = RESUME_IN_A_NEW_PROCESS.format(tests=str(TESTS), tmp=str(tmp_path), out=str(out))
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    resumed = torch.load(out, weights_only=True)
+    assert tensors_equal(resumed["model"], straight["model"])
+    assert tensors_equal(resumed["optimizer"], straight["optimizer"])
+    assert resumed["progress"] == straight["progress"]  # epoch, batch, step and every loss
+
+
+def test_rerunning_the_training_cell_after_an_interrupt_continues_exactly(nb, tmp_path, monkeypatch, straight):
+    config = tiny_config(nb, tmp_path, EPOCHS=3, COSINE_LR=True)
+    run = tiny_run(nb, config)
+    interrupt_at_update(nb, monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train(nb, config, tiny_images(), run, tmp_path / "run")
+    monkeypatch.undo()
+    train(nb, config, tiny_images(), run, tmp_path / "run")  # the same objects, as in the same kernel
+    assert tensors_equal(run[0].state_dict(), straight["model"]) and run[4] == straight["progress"]
+
+
+def test_the_interrupt_message_says_where_and_how_to_resume(nb, tmp_path, monkeypatch, capsys):
+    config = tiny_config(nb, tmp_path)
+    interrupt_at_update(nb, monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "run")
+    out = capsys.readouterr().out
+    assert f"saved {tmp_path / 'run' / 'step_00000002.pt'}" in out
+    assert "rerun the training cell, or set RESUME" in out
+
+
+KILLED_WHILE_SAVING = """
+import sys, time
+from pathlib import Path
+import torch
+sys.path.insert(0, {tests!r})
+from notebook import load_definitions
+nb = load_definitions()
+path = Path({path!r})
+nb.save_checkpoint({{"format_version": nb.CHECKPOINT_FORMAT, "value": torch.ones(3)}}, path)
+
+def stalled_save(obj, file):  # writes half a file, then hangs until killed
+    file.write(b"half a checkpoint")
+    file.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+torch.save = stalled_save
+nb.save_checkpoint({{"format_version": nb.CHECKPOINT_FORMAT, "value": torch.zeros(3)}}, path)
+"""
+
+
+def test_a_process_killed_while_saving_leaves_the_previous_checkpoint(nb, tmp_path):
+    path = tmp_path / "checkpoints" / "run-a" / "step_00000001.pt"
+    script = KILLED_WHILE_SAVING.format(tests=str(TESTS), path=str(path))
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    assert path.with_name(path.name + ".partial").exists()  # the half file is there...
+    found, checkpoint = nb.find_resume_checkpoint("latest", tmp_path / "checkpoints")
+    assert found == path and torch.equal(checkpoint["value"], torch.ones(3))  # ...but never taken for a checkpoint
+    nb.prune_checkpoints(path.parent, keep=3)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # and the next save clears it away
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_why(nb, tmp_path, monkeypatch):
+    path = tmp_path / "step_00000001.pt"
+    nb.save_checkpoint({"format_version": nb.CHECKPOINT_FORMAT, "value": torch.ones(3)}, path)
+
+    def disk_full(obj, file):
+        file.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nb.torch, "save", disk_full)
+    with pytest.raises(OSError) as error:
+        nb.save_checkpoint({"format_version": nb.CHECKPOINT_FORMAT, "value": torch.zeros(3)}, path)
+    message = str(error.value)
+    assert f"could not write checkpoint {path} (No space left on device)" in message
+    assert "step_00000001.pt as it was before is untouched" in message and "CHECKPOINT_DIR" in message
+    monkeypatch.undo()
+    assert torch.equal(nb.load_checkpoint(path)["value"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["step_00000001.pt"]
+
+
+def test_an_unwritable_checkpoint_folder_is_a_clear_error(nb, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(OSError, match="set CHECKPOINT_DIR to a writable folder"):
+        nb.new_run_dir(blocker / "checkpoints")
+    with pytest.raises(OSError, match="could not write checkpoint .* set CHECKPOINT_DIR to a writable folder"):
+        nb.save_checkpoint({"format_version": nb.CHECKPOINT_FORMAT}, blocker / "run" / "step_00000001.pt")
+    assert blocker.read_text() == "a file where the folder should be"
+
+
+def test_a_non_finite_loss_leaves_the_last_good_checkpoint(nb, tmp_path, monkeypatch, capsys):
+    config = tiny_config(nb, tmp_path, EPOCHS=2)
+    run = tiny_run(nb, config)
+    train(nb, dataclasses.replace(config, epochs=1), tiny_images(), run, tmp_path / "run")
+    good = (tmp_path / "run" / "step_00000003.pt").read_bytes()
+    real_loss = nb.diffusion_loss
+    monkeypatch.setattr(nb, "diffusion_loss", lambda *args: real_loss(*args) * float("nan"))
+    with pytest.raises(FloatingPointError, match="the loss became nan at update 4; training stopped"):
+        train(nb, config, tiny_images(), run, tmp_path / "run")
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["step_00000003.pt"]
+    assert (tmp_path / "run" / "step_00000003.pt").read_bytes() == good
+
+
+def test_resuming_with_other_training_settings_says_so(nb, tmp_path, capsys):
+    config = tiny_config(nb, tmp_path, EPOCHS=1)
+    train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "run")
+    path, checkpoint = nb.find_resume_checkpoint(str(tmp_path / "run" / "step_00000003.pt"), tmp_path)
+    other = dataclasses.replace(config, seed=7, learning_rate=1e-3)
+    model, optimizer, lr_scheduler, _, _ = tiny_run(nb, other)
+    nb.restore_checkpoint(checkpoint, path, model, optimizer, lr_scheduler, other)
+    out = capsys.readouterr().out
+    assert "will not repeat the original run exactly" in out and "SEED: checkpoint 0, parameters 7" in out
+
+
+def test_checkpoint_holds_only_tensors_and_plain_values(nb, tmp_path):
+    config = tiny_config(nb, tmp_path, EPOCHS=1, COSINE_LR=True)
+    train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "run")
+    with open(tmp_path / "run" / "step_00000003.pt", "rb") as file:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)  # refuses any other object
+
+    def plain(value):
+        if isinstance(value, dict):
+            return all(isinstance(k, (str, int)) and plain(v) for k, v in value.items())
+        if isinstance(value, (list, tuple)):
+            return all(plain(v) for v in value)
+        return value is None or type(value) in (str, int, float, bool, torch.Tensor)
+
+    assert plain(checkpoint)
+
+
+def test_a_damaged_checkpoint_is_named_in_the_error(nb, tmp_path):
+    path = tmp_path / "step_00000001.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=f"checkpoint {path} cannot be read"):
+        nb.load_checkpoint(path)
+
+
+def test_latest_skips_a_damaged_newest_checkpoint(nb, tmp_path, capsys):
+    config = tiny_config(nb, tmp_path, EPOCHS=1)
+    train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "checkpoints" / "run-a")
+    damaged = tmp_path / "checkpoints" / "run-b" / "step_00000009.pt"
+    damaged.parent.mkdir()
+    damaged.write_bytes(open(tmp_path / "checkpoints" / "run-a" / "step_00000003.pt", "rb").read()[:1000])
+    path, checkpoint = nb.find_resume_checkpoint("latest", tmp_path / "checkpoints")
+    assert path.name == "step_00000003.pt" and checkpoint["progress"]["step"] == 3
+    assert f"skipping {damaged}" in capsys.readouterr().out
+
+
+def test_latest_with_no_checkpoint_is_a_clear_error(nb, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no readable checkpoint"):
+        nb.find_resume_checkpoint("latest", tmp_path)
+
+
+def test_a_checkpoint_of_another_model_lists_the_differences(nb, tmp_path):
+    config = tiny_config(nb, tmp_path, EPOCHS=1)
+    train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "run")
+    path, checkpoint = nb.find_resume_checkpoint(str(tmp_path / "run" / "step_00000003.pt"), tmp_path)
+    other = dataclasses.replace(config, base_channels=32, timesteps=20)
+    model, optimizer, lr_scheduler, _, _ = tiny_run(nb, other)
+    with pytest.raises(nb.ConfigError) as error:
+        nb.restore_checkpoint(checkpoint, path, model, optimizer, lr_scheduler, other)
+    assert "BASE_CHANNELS: checkpoint 16, parameters 32" in str(error.value)
+    assert "TIMESTEPS: checkpoint 10, parameters 20" in str(error.value)
+
+
+def test_new_runs_never_share_a_folder(nb, tmp_path):
+    first, second = nb.new_run_dir(tmp_path), nb.new_run_dir(tmp_path)
+    assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_load_model_rebuilds_the_model_from_the_checkpoint_alone(nb, tmp_path):
+    config = tiny_config(nb, tmp_path, EPOCHS=1)
+    run = tiny_run(nb, config)
+    train(nb, config, tiny_images(), run, tmp_path / "run")
+    model, schedule, image_size = nb.load_model(tmp_path / "run" / "step_00000003.pt", torch.device("cpu"))
+    assert tensors_equal(model.state_dict(), run[0].state_dict())
+    assert schedule.num_timesteps == 10 and image_size == 16
+
+
+def test_checkpoint_loads_on_cpu_with_weights_only(nb, tmp_path):
+    config = tiny_config(nb, tmp_path, EPOCHS=1)
+    model, optimizer, lr_scheduler, _, progress = run = tiny_run(nb, config)
+    train(nb, config, tiny_images(), run, tmp_path / "run")
+    checkpoint = torch.load(tmp_path / "run" / "step_00000003.pt", map_location="cpu", weights_only=True)
+    assert tensors_equal(checkpoint["model"], model.state_dict())
+    assert checkpoint["progress"] == {"epoch": 1, "batch": 0, "step": 3, "losses": progress["losses"]}
+    assert checkpoint["config"] == dataclasses.asdict(config)
+    assert checkpoint["optimizer"]["state"][0]["step"] == 3
+    assert {"python", "numpy", "torch"} <= checkpoint["rng"].keys()
