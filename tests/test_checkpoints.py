@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import PIL.Image
 import pytest
 import torch
 
-from tiny import tiny_config, tiny_images, tiny_run, train
+from tiny import restore, tiny_config, tiny_images, tiny_run, train
 
 TESTS = Path(__file__).resolve().parent
 
@@ -20,14 +21,14 @@ from pathlib import Path
 import torch
 sys.path.insert(0, {tests!r})
 from notebook import load_definitions
-from tiny import tiny_config, tiny_images, tiny_run, train
+from tiny import restore, tiny_config, tiny_images, tiny_run, train
 nb = load_definitions()
 config = tiny_config(nb, Path({tmp!r}), EPOCHS=3, COSINE_LR=True)
 path, checkpoint = nb.find_resume_checkpoint("latest", config.checkpoint_dir)
-model, optimizer, lr_scheduler, schedule, _ = tiny_run(nb, config)
-progress = nb.restore_checkpoint(checkpoint, path, model, optimizer, lr_scheduler, config)
-train(nb, config, tiny_images(), (model, optimizer, lr_scheduler, schedule, progress), path.parent)
-torch.save({{"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress}}, {out!r})
+run = restore(nb, checkpoint, path, tiny_run(nb, config), config)
+train(nb, config, tiny_images(), run, path.parent)
+torch.save({{"model": run.model.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "progress": run.progress}}, {out!r})
 """
 
 
@@ -44,15 +45,15 @@ def tensors_equal(a, b):
 
 def interrupt_at_update(nb, monkeypatch, update):
     """Make the notebook's loss raise KeyboardInterrupt in the given update (1-based), as Jupyter's stop does."""
-    real_loss, calls = nb.diffusion_loss, []
+    real_losses, calls = nb.diffusion_losses, []
 
     def loss(*args):
         calls.append(1)
         if len(calls) == update:
             raise KeyboardInterrupt
-        return real_loss(*args)
+        return real_losses(*args)
 
-    monkeypatch.setattr(nb, "diffusion_loss", loss)
+    monkeypatch.setattr(nb, "diffusion_losses", loss)
 
 
 @pytest.fixture
@@ -62,8 +63,8 @@ def straight(nb, tmp_path_factory):
     config = tiny_config(nb, folder, EPOCHS=3, COSINE_LR=True)
     run = tiny_run(nb, config)
     train(nb, config, tiny_images(), run, folder / "run")
-    model, optimizer, _, _, progress = run
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress}
+    return {"model": run.model.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "progress": run.progress}
 
 
 @pytest.mark.parametrize("stop", ["epoch end", "mid-epoch interrupt"])
@@ -82,6 +83,7 @@ def test_resume_in_a_fresh_process_is_bitwise_identical(nb, tmp_path, monkeypatc
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
     resumed = torch.load(out, weights_only=True)
     assert tensors_equal(resumed["model"], straight["model"])
+    assert tensors_equal(resumed["ema"], straight["ema"])
     assert tensors_equal(resumed["optimizer"], straight["optimizer"])
     assert resumed["progress"] == straight["progress"]  # epoch, batch, step and every loss
 
@@ -94,7 +96,7 @@ def test_rerunning_the_training_cell_after_an_interrupt_continues_exactly(nb, tm
         train(nb, config, tiny_images(), run, tmp_path / "run")
     monkeypatch.undo()
     train(nb, config, tiny_images(), run, tmp_path / "run")  # the same objects, as in the same kernel
-    assert tensors_equal(run[0].state_dict(), straight["model"]) and run[4] == straight["progress"]
+    assert tensors_equal(run.model.state_dict(), straight["model"]) and run.progress == straight["progress"]
 
 
 def test_the_interrupt_message_says_where_and_how_to_resume(nb, tmp_path, monkeypatch, capsys):
@@ -179,8 +181,13 @@ def test_a_non_finite_loss_leaves_the_last_good_checkpoint(nb, tmp_path, monkeyp
     run = tiny_run(nb, config)
     train(nb, dataclasses.replace(config, epochs=1), tiny_images(), run, tmp_path / "run")
     good = (tmp_path / "run" / "step_00000003.pt").read_bytes()
-    real_loss = nb.diffusion_loss
-    monkeypatch.setattr(nb, "diffusion_loss", lambda *args: real_loss(*args) * float("nan"))
+    real_losses = nb.diffusion_losses
+
+    def nan_losses(*args):
+        losses, t = real_losses(*args)
+        return losses * float("nan"), t
+
+    monkeypatch.setattr(nb, "diffusion_losses", nan_losses)
     with pytest.raises(FloatingPointError, match="the loss became nan at update 4; training stopped"):
         train(nb, config, tiny_images(), run, tmp_path / "run")
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["step_00000003.pt"]
@@ -192,8 +199,7 @@ def test_resuming_with_other_training_settings_says_so(nb, tmp_path, capsys):
     train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "run")
     path, checkpoint = nb.find_resume_checkpoint(str(tmp_path / "run" / "step_00000003.pt"), tmp_path)
     other = dataclasses.replace(config, seed=7, learning_rate=1e-3)
-    model, optimizer, lr_scheduler, _, _ = tiny_run(nb, other)
-    nb.restore_checkpoint(checkpoint, path, model, optimizer, lr_scheduler, other)
+    restore(nb, checkpoint, path, tiny_run(nb, other), other)
     out = capsys.readouterr().out
     assert "will not repeat the original run exactly" in out and "SEED: checkpoint 0, parameters 7" in out
 
@@ -242,9 +248,8 @@ def test_a_checkpoint_of_another_model_lists_the_differences(nb, tmp_path):
     train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "run")
     path, checkpoint = nb.find_resume_checkpoint(str(tmp_path / "run" / "step_00000003.pt"), tmp_path)
     other = dataclasses.replace(config, base_channels=32, timesteps=20)
-    model, optimizer, lr_scheduler, _, _ = tiny_run(nb, other)
     with pytest.raises(nb.ConfigError) as error:
-        nb.restore_checkpoint(checkpoint, path, model, optimizer, lr_scheduler, other)
+        restore(nb, checkpoint, path, tiny_run(nb, other), other)
     assert "BASE_CHANNELS: checkpoint 16, parameters 32" in str(error.value)
     assert "TIMESTEPS: checkpoint 10, parameters 20" in str(error.value)
 
@@ -258,18 +263,34 @@ def test_load_model_rebuilds_the_model_from_the_checkpoint_alone(nb, tmp_path):
     config = tiny_config(nb, tmp_path, EPOCHS=1)
     run = tiny_run(nb, config)
     train(nb, config, tiny_images(), run, tmp_path / "run")
-    model, schedule, image_size = nb.load_model(tmp_path / "run" / "step_00000003.pt", torch.device("cpu"))
-    assert tensors_equal(model.state_dict(), run[0].state_dict())
+    path = tmp_path / "run" / "step_00000003.pt"
+    model, schedule, image_size = nb.load_model(path, torch.device("cpu"))
+    assert tensors_equal(model.state_dict(), run.ema.state_dict())  # EMA weights by default
+    raw, _, _ = nb.load_model(path, torch.device("cpu"), use_ema=False)
+    assert tensors_equal(raw.state_dict(), run.model.state_dict())
     assert schedule.num_timesteps == 10 and image_size == 16
 
 
 def test_checkpoint_loads_on_cpu_with_weights_only(nb, tmp_path):
     config = tiny_config(nb, tmp_path, EPOCHS=1)
-    model, optimizer, lr_scheduler, _, progress = run = tiny_run(nb, config)
+    run = tiny_run(nb, config)
     train(nb, config, tiny_images(), run, tmp_path / "run")
     checkpoint = torch.load(tmp_path / "run" / "step_00000003.pt", map_location="cpu", weights_only=True)
-    assert tensors_equal(checkpoint["model"], model.state_dict())
-    assert checkpoint["progress"] == {"epoch": 1, "batch": 0, "step": 3, "losses": progress["losses"]}
+    assert tensors_equal(checkpoint["model"], run.model.state_dict())
+    assert tensors_equal(checkpoint["ema"], run.ema.state_dict())
+    assert checkpoint["progress"] == run.progress and run.progress["step"] == 3 and len(run.progress["losses"]) == 3
     assert checkpoint["config"] == dataclasses.asdict(config)
     assert checkpoint["optimizer"]["state"][0]["step"] == 3
     assert {"python", "numpy", "torch"} <= checkpoint["rng"].keys()
+
+
+@pytest.mark.parametrize("ema_decay, width", [(0.9999, 38 + 8 + 38), (None, 38)])
+def test_training_writes_checkpoints_and_grids_of_raw_and_ema_samples(nb, tmp_path, ema_decay, width):
+    config = tiny_config(nb, tmp_path, SAMPLE_EVERY=1, KEEP_CHECKPOINTS=1, NUM_SAMPLES=4, EMA_DECAY=ema_decay)
+    progress = train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "checkpoints" / "run-a")
+    assert progress["epoch"] == 2 and progress["step"] == 6 and len(progress["losses"]) == 6
+    assert [p.name for p in (tmp_path / "checkpoints" / "run-a").iterdir()] == ["step_00000006.pt"]  # kept 1
+    grids = sorted((tmp_path / "samples" / "run-a").iterdir())
+    assert [p.name for p in grids] == ["epoch_0001.png", "epoch_0002.png"]
+    # 2x2 images of 16 px with 2 px padding per panel: 38 px; raw and EMA panels 8 px apart
+    assert PIL.Image.open(grids[0]).size == (width, 38)

@@ -85,7 +85,7 @@ def test_sample_visits_every_timestep_from_t_minus_1_down_to_0(nb):
 def test_training_draws_every_timestep(nb):
     schedule, model = nb.linear_schedule(5, 1e-4, 0.02), ZeroNoise()
     for _ in range(20):
-        nb.diffusion_loss(model, torch.zeros(16, 3, 4, 4), schedule)
+        nb.diffusion_losses(model, torch.zeros(16, 3, 4, 4), schedule)
     assert {t for batch in model.seen for t in batch} == {0, 1, 2, 3, 4}
 
 
@@ -141,3 +141,35 @@ def test_sampling_leaves_the_model_in_its_training_mode(nb):
     model = nb.UNet(base_channels=16, channel_mults=(1, 2)).train()
     nb.sample(model, (1, 3, 16, 16), "cpu", nb.linear_schedule(2, 1e-4, 0.02))
     assert model.training
+
+
+def test_cosine_schedule_matches_its_formula(nb):
+    schedule = nb.cosine_schedule(1000)
+    def f(t):  # Nichol and Dhariwal, Eq. 17
+        return torch.cos((t / 1000 + 0.008) / 1.008 * torch.pi / 2) ** 2
+
+    steps = torch.arange(1, 1001, dtype=torch.float64)  # paper steps 1..T = code indices 0..T-1
+    expected = f(steps) / f(torch.zeros((), dtype=torch.float64))
+    unclipped = schedule.betas < 0.999  # only the very last step is clipped
+    assert unclipped[:-1].all()
+    torch.testing.assert_close(schedule.alphas_cumprod[unclipped].double(), expected[unclipped], rtol=1e-5, atol=1e-7)
+
+
+def test_cosine_schedule_stays_a_valid_diffusion(nb):
+    for timesteps in (10, 1000, 4000):
+        schedule = nb.cosine_schedule(timesteps)
+        abar = schedule.alphas_cumprod
+        assert ((abar > 0) & (abar < 1)).all() and (abar.diff() < 0).all()
+        assert schedule.betas.max() <= 0.999 and schedule.betas.min() > 0
+        assert abar[-1] < 1e-4
+
+
+def test_make_schedule_names_the_parameter_for_an_unknown_schedule(nb):
+    with pytest.raises(nb.ConfigError, match="NOISE_SCHEDULE must be 'linear' or 'cosine'"):
+        nb.make_schedule("quadratic", 10, 1e-4, 0.02)
+
+
+def test_clipping_keeps_the_x0_estimate_in_range(nb):
+    x_t, eps = torch.full((1, 3, 2, 2), 3.0), torch.full((1, 3, 2, 2), -2.0)
+    assert nb.predict_x0(x_t, eps, 0.5, 0.8, clip_x0=False).min() > 1
+    assert nb.predict_x0(x_t, eps, 0.5, 0.8, clip_x0=True).max() == 1

@@ -10,7 +10,7 @@ from fake_cifar import CLASSES, install_md5_skip, write_fake_cifar10
 from notebook import NOTEBOOK, SHARED_TRAIN
 
 SMALL = dict(IMAGE_SIZE=32, BASE_CHANNELS=16, TIMESTEPS=20, EPOCHS=2, BATCH_SIZE=8, MAX_BATCHES_PER_EPOCH=3,
-             SAMPLE_EVERY=1, LOG_EVERY=2)
+             SAMPLE_EVERY=1, LOG_EVERY=2, SAMPLING_STEPS=10, WARMUP_STEPS=2)
 
 
 def run_notebook(folder, **parameters):

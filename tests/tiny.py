@@ -1,6 +1,8 @@
 """A tiny training setup built from the notebook's own definitions, for tests that train."""
 
 import ast
+import copy
+from types import SimpleNamespace
 
 import torch
 
@@ -17,7 +19,7 @@ def tiny_config(nb, tmp_path, **overrides):
     parameters = dict(
         default_parameters(),
         IMAGE_SIZE=16, BASE_CHANNELS=16, CHANNEL_MULTS=(1, 2), TIMESTEPS=10, BATCH_SIZE=4, EPOCHS=2,
-        MAX_BATCHES_PER_EPOCH=3, LOG_EVERY=2, SAMPLE_EVERY=100, NUM_SAMPLES=2,
+        MAX_BATCHES_PER_EPOCH=3, LOG_EVERY=2, SAMPLE_EVERY=100, NUM_SAMPLES=2, WARMUP_STEPS=2, SAMPLING_STEPS=5,
         CHECKPOINT_DIR=str(tmp_path / "checkpoints"), SAMPLE_DIR=str(tmp_path / "samples"),
     )
     parameters.update(overrides)
@@ -28,18 +30,31 @@ def tiny_images(count=24, size=16):
     return torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
-def tiny_run(nb, config):
-    """(model, optimizer, lr_scheduler, schedule, progress) for a new run, seeded from config.seed."""
+def tiny_run(nb, config, updates_per_epoch=3):
+    """A new run as the notebook's setup cells build it, seeded from config.seed: model, ema, optimizer,
+    lr_scheduler, schedule and progress."""
     torch.manual_seed(config.seed)
-    model = nb.UNet(config.base_channels, config.channel_mults)
+    model = nb.UNet(config.base_channels, config.channel_mults, config.dropout)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10) if config.cosine_lr else None
-    schedule = nb.linear_schedule(config.timesteps, config.beta_start, config.beta_end)
-    progress = {"epoch": 0, "batch": 0, "step": 0, "losses": []}
-    return model, optimizer, lr_scheduler, schedule, progress
+    return SimpleNamespace(
+        model=model,
+        ema=copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None,
+        optimizer=optimizer,
+        lr_scheduler=nb.make_lr_scheduler(optimizer, config.warmup_steps, config.epochs * updates_per_epoch,
+                                          config.cosine_lr),
+        schedule=nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end),
+        progress=nb.new_progress(),
+    )
 
 
 def train(nb, config, images, run, run_dir):
-    model, optimizer, lr_scheduler, schedule, progress = run
-    return nb.train(model, optimizer, lr_scheduler, images, schedule, config, torch.device("cpu"), progress, run_dir,
-                    live=False)
+    """The notebook's training cell, without the live display."""
+    return nb.train(run.model, run.ema, run.optimizer, run.lr_scheduler, images, run.schedule, config,
+                    torch.device("cpu"), run.progress, run_dir, live=False)
+
+
+def restore(nb, checkpoint, path, run, config):
+    """The notebook's resume cell: load `checkpoint` into `run` and make its progress the run's."""
+    run.progress = nb.restore_checkpoint(checkpoint, path, run.model, run.ema, run.optimizer, run.lr_scheduler,
+                                         config)
+    return run

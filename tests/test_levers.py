@@ -1,0 +1,129 @@
+"""The stability levers: EMA with warmup, learning-rate warmup and cosine decay, gradient clipping, dropout,
+and the loss by schedule quarter."""
+
+import copy
+
+import pytest
+import torch
+
+from tiny import tiny_config, tiny_images, tiny_run, train
+
+
+def test_ema_after_k_updates_is_the_closed_form_average(nb):
+    model = torch.nn.Linear(3, 2)
+    ema = copy.deepcopy(model)
+    start = ema.weight.detach().clone()
+    history, decays = [], [0.5, 0.9, 0.99, 0.7]
+    for decay in decays:
+        with torch.no_grad():
+            model.weight.add_(torch.randn_like(model.weight))
+        history.append(model.weight.detach().clone())
+        nb.update_ema(ema, model, decay)
+    # theta_EMA after k updates = prod(d) theta_0 + sum_i (1 - d_i) prod_{j > i} d_j theta_i
+    expected = torch.tensor(decays).prod() * start
+    for i, weights in enumerate(history):
+        expected += (1 - decays[i]) * torch.tensor(decays[i + 1 :]).prod() * weights
+    torch.testing.assert_close(ema.weight, expected)
+
+
+def test_ema_copies_buffers_instead_of_averaging_them(nb):
+    model, ema = torch.nn.BatchNorm1d(4), torch.nn.BatchNorm1d(4)
+    model.running_mean.fill_(3.0)
+    nb.update_ema(ema, model, 0.9999)
+    assert torch.equal(ema.running_mean, model.running_mean)
+
+
+def test_ema_warmup_makes_early_decay_small(nb):
+    assert nb.ema_decay(0, 0.9999) == pytest.approx(0.1)
+    assert nb.ema_decay(100, 0.9999) < 0.92 and nb.ema_decay(1000, 0.9999) < 0.992
+    assert nb.ema_decay(10**6, 0.9999) == 0.9999
+    decays = [nb.ema_decay(n, 0.9999) for n in range(1000)]
+    assert decays == sorted(decays)
+
+
+def test_training_keeps_an_ema_that_lags_the_weights(nb, tmp_path):
+    config = tiny_config(nb, tmp_path, EPOCHS=1, EMA_DECAY=0.5)
+    run = tiny_run(nb, config)
+    start = copy.deepcopy(run.model.state_dict())
+    train(nb, config, tiny_images(), run, tmp_path / "run")
+    for name, weights in run.model.named_parameters():
+        ema = dict(run.ema.named_parameters())[name]
+        if not torch.equal(weights, start[name]):  # lies strictly between start and now, elementwise on average
+            assert 0 < (ema - start[name]).norm() < (weights - start[name]).norm() + 1e-9, name
+
+
+def test_no_ema_when_ema_decay_is_none(nb, tmp_path):
+    config = tiny_config(nb, tmp_path, EPOCHS=1, EMA_DECAY=None)
+    run = tiny_run(nb, config)
+    assert run.ema is None
+    train(nb, config, tiny_images(), run, tmp_path / "run")
+    assert nb.load_checkpoint(tmp_path / "run" / "step_00000003.pt")["ema"] is None
+
+
+def test_learning_rate_warms_up_linearly_then_follows_a_cosine(nb):
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = nb.make_lr_scheduler(optimizer, warmup_steps=4, total_updates=20, cosine=True)
+    rates = []
+    for _ in range(21):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:4] == pytest.approx([0.25 * 0.5 * (1 + torch.cos(torch.tensor(n * torch.pi / 20)).item()) * (n + 1)
+                                       for n in range(4)])
+    assert rates[10] == pytest.approx(0.5) and rates[20] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_learning_rate_is_constant_after_warmup_without_cosine(nb):
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
+    scheduler = nb.make_lr_scheduler(optimizer, warmup_steps=0, total_updates=5, cosine=False)
+    for _ in range(8):
+        assert optimizer.param_groups[0]["lr"] == 2e-4
+        optimizer.step()
+        scheduler.step()
+
+
+@pytest.mark.parametrize("grad_clip", [1e-3, None])
+def test_gradient_norm_is_clipped(nb, tmp_path, grad_clip):
+    config = tiny_config(nb, tmp_path, GRAD_CLIP=grad_clip)
+    run = tiny_run(nb, config)
+    order, flips = nb.epoch_order(24, config.seed, 0)
+    nb.train_update(run.model, run.ema, run.optimizer, run.lr_scheduler, tiny_images(), order, flips, 0, 0,
+                    run.schedule, config, torch.device("cpu"), 0)
+    norm = torch.cat([p.grad.flatten() for p in run.model.parameters() if p.grad is not None]).norm().item()
+    assert (norm <= 1e-3 * 1.001) == (grad_clip is not None)
+
+
+def test_dropout_is_active_in_training_only(nb):
+    model = nb.UNet(base_channels=16, channel_mults=(1, 2), dropout=0.5)
+    torch.nn.init.normal_(model.output[-1].weight, std=0.1)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([1, 5])
+    assert not torch.equal(model.train()(x, t), model(x, t))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x, t), model(x, t))
+
+
+def test_loss_is_recorded_per_quarter_of_the_schedule(nb, tmp_path):
+    config = tiny_config(nb, tmp_path, EPOCHS=1, TIMESTEPS=8, BATCH_SIZE=8)
+    run = tiny_run(nb, config)
+    seen = []
+    real_losses = nb.diffusion_losses
+
+    def recording_losses(*args):
+        losses, t = real_losses(*args)
+        seen.append((losses.detach(), t))
+        return losses, t
+
+    nb_patch = pytest.MonkeyPatch()
+    nb_patch.setattr(nb, "diffusion_losses", recording_losses)
+    try:
+        train(nb, config, tiny_images(), run, tmp_path / "run")
+    finally:
+        nb_patch.undo()
+    assert len(run.progress["quarter_losses"]) == len(run.progress["losses"]) == 3
+    for (losses, t), row in zip(seen, run.progress["quarter_losses"], strict=True):
+        for quarter in range(4):
+            chosen = losses[t // 2 == quarter]  # T = 8: t 0-1 is quarter 1, ..., t 6-7 quarter 4
+            if len(chosen):
+                assert row[quarter] == pytest.approx(chosen.mean().item(), rel=1e-5)
+            else:
+                assert row[quarter] is None
