@@ -46,6 +46,13 @@ def test_config_is_frozen(nb, defaults):
         ("GRAD_ACCUM_STEPS", 0, "positive integer"),
         ("MAX_BATCHES_PER_EPOCH", 0, "None or a positive integer"),
         ("COSINE_LR", "yes", "True or False"),
+        ("MIXED_PRECISION", "fp16", "None (float32) or 'bf16'"),
+        ("NOISE_SCHEDULE", "sigmoid", "'linear' or 'cosine'"),
+        ("EMA_DECAY", 1.0, "None or a number between 0 and 1"),
+        ("SAMPLER", "euler", "'ddpm' or 'ddim'"),
+        ("SAMPLING_STEPS", 2000, "an integer from 1 to TIMESTEPS (1000)"),
+        ("VARIANCE", "learned", "'beta' or 'posterior'"),
+        ("GRAD_CLIP", 0, "None or a positive number"),
         ("RESUME", "/no/such/checkpoint.pt", "None, 'latest', or the path of an existing checkpoint file"),
     ],
 )
@@ -88,3 +95,10 @@ def test_an_unavailable_device_is_refused(nb):
 def test_auto_device_falls_back_to_cpu(nb):
     expected = "cuda" if nb.torch.cuda.is_available() else "mps" if nb.torch.backends.mps.is_available() else "cpu"
     assert nb.pick_device("auto").type == expected
+
+
+def test_bf16_is_refused_on_mps_only(nb):
+    with pytest.raises(ValueError, match="MIXED_PRECISION='bf16' is not supported on MPS"):
+        nb.check_mixed_precision("bf16", nb.torch.device("mps"))
+    nb.check_mixed_precision("bf16", nb.torch.device("cpu"))
+    nb.check_mixed_precision(None, nb.torch.device("mps"))

@@ -127,3 +127,15 @@ def test_loss_is_recorded_per_quarter_of_the_schedule(nb, tmp_path):
                 assert row[quarter] == pytest.approx(chosen.mean().item(), rel=1e-5)
             else:
                 assert row[quarter] is None
+
+
+def test_bf16_autocast_trains_close_to_float32(nb, tmp_path):
+    losses = {}
+    for precision in (None, "bf16"):
+        config = tiny_config(nb, tmp_path / str(precision), EPOCHS=1, MIXED_PRECISION=precision)
+        run = tiny_run(nb, config)
+        train(nb, config, tiny_images(), run, tmp_path / str(precision) / "run")
+        losses[precision] = run.progress["losses"]
+        assert all(p.dtype == torch.float32 for p in run.model.parameters())  # weights stay float32
+    assert losses[None] != losses["bf16"]  # autocast really ran in bfloat16
+    assert losses["bf16"] == pytest.approx(losses[None], rel=0.05)

@@ -1,0 +1,22 @@
+"""The benchmark script runs end to end (a smoke run with tiny sizes; no timing is asserted)."""
+
+import json
+import subprocess
+import sys
+
+from notebook import ROOT
+
+
+def test_benchmark_smoke_run_writes_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "benchmark.py"), "--quick", "--device", "cpu",
+                             "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    for batch in figures["training"].values():
+        assert batch["images_per_s_with_data"] > 0 and batch["flops_per_image"] > 0
+        assert 0 <= batch["data_share_of_step"] < 1
+    assert figures["dense"]["matmul_flops_per_s"] > 0
+    assert figures["sampling"]["ddim_images_per_s"] > 0 and figures["sampling"]["ddpm_images_per_s"] > 0
+    assert figures["peak_memory_training_step"]["bytes"] > 0
+    assert "diffusers_reference" in figures and "training step" in result.stdout
