@@ -264,11 +264,11 @@ def test_load_model_rebuilds_the_model_from_the_checkpoint_alone(nb, tmp_path):
     run = tiny_run(nb, config)
     train(nb, config, tiny_images(), run, tmp_path / "run")
     path = tmp_path / "run" / "step_00000003.pt"
-    model, schedule, image_size = nb.load_model(path, torch.device("cpu"))
+    model, schedule, image_size, class_names = nb.load_model(path, torch.device("cpu"))
     assert tensors_equal(model.state_dict(), run.ema.state_dict())  # EMA weights by default
-    raw, _, _ = nb.load_model(path, torch.device("cpu"), use_ema=False)
+    raw, _, _, _ = nb.load_model(path, torch.device("cpu"), use_ema=False)
     assert tensors_equal(raw.state_dict(), run.model.state_dict())
-    assert schedule.num_timesteps == 10 and image_size == 16
+    assert schedule.num_timesteps == 10 and image_size == 16 and class_names is None
 
 
 def test_checkpoint_loads_on_cpu_with_weights_only(nb, tmp_path):

@@ -43,3 +43,16 @@ def test_unet_rejects_sizes_it_cannot_halve(nb):
 
 def test_width_scales_the_model(nb):
     assert nb.count_parameters(nb.UNet(base_channels=32)) < nb.count_parameters(nb.UNet(base_channels=64)) / 3
+
+
+@pytest.mark.parametrize("base_channels", [16, 32, 64])
+def test_every_block_sees_the_timestep(nb, base_channels):
+    # The time embedding is added to each channel as a constant; a GroupNorm group of one channel would
+    # subtract it again. Changing only t must change every residual block's output.
+    model = nb.UNet(base_channels=base_channels, channel_mults=(1, 2))
+    for block in [b for b in model.modules() if isinstance(b, nb.ResidualBlock)]:
+        h = torch.randn(1, block.norm1.num_channels, 8, 8)
+        emb = model.time_mlp(nb.timestep_embedding(torch.tensor([10, 900]), base_channels))
+        with torch.no_grad():
+            out = block(h.expand(2, -1, -1, -1), emb)
+        assert not torch.allclose(out[0], out[1], atol=1e-5)

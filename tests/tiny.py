@@ -30,11 +30,11 @@ def tiny_images(count=24, size=16):
     return torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
-def tiny_run(nb, config, updates_per_epoch=3):
+def tiny_run(nb, config, updates_per_epoch=3, num_classes=None):
     """A new run as the notebook's setup cells build it, seeded from config.seed: model, ema, optimizer,
     lr_scheduler, schedule and progress."""
     torch.manual_seed(config.seed)
-    model = nb.UNet(config.base_channels, config.channel_mults, config.dropout)
+    model = nb.UNet(config.base_channels, config.channel_mults, config.dropout, num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     return SimpleNamespace(
         model=model,
@@ -47,10 +47,10 @@ def tiny_run(nb, config, updates_per_epoch=3):
     )
 
 
-def train(nb, config, images, run, run_dir):
+def train(nb, config, images, run, run_dir, labels=None, class_names=None):
     """The notebook's training cell, without the live display."""
     return nb.train(run.model, run.ema, run.optimizer, run.lr_scheduler, images, run.schedule, config,
-                    torch.device("cpu"), run.progress, run_dir, live=False)
+                    torch.device("cpu"), run.progress, run_dir, live=False, labels=labels, class_names=class_names)
 
 
 def restore(nb, checkpoint, path, run, config):
