@@ -54,6 +54,10 @@ def test_config_is_frozen(nb, defaults):
         ("VARIANCE", "learned", "'beta' or 'posterior'"),
         ("GRAD_CLIP", 0, "None or a positive number"),
         ("RESUME", "/no/such/checkpoint.pt", "None, 'latest', or the path of an existing checkpoint file"),
+        ("EVAL_IMAGES", 1, "0 (no FID or KID) or an integer >= 2"),
+        ("EVAL_IMAGES", -5, "0 (no FID or KID) or an integer >= 2"),
+        ("EVAL_RESOLUTION", 128, "None or an integer from 8 to IMAGE_SIZE (64)"),
+        ("INCEPTION_WEIGHTS", "/no/such/weights.pth", "None or the path of an existing Inception weights file"),
     ],
 )
 def test_bad_value_names_the_parameter(nb, defaults, name, value, message):

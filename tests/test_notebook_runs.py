@@ -1,6 +1,7 @@
 """The whole notebook, top to bottom, headless through papermill, with small parameters."""
 
 import json
+import re
 from pathlib import Path
 
 import papermill
@@ -8,9 +9,10 @@ import pytest
 
 from fake_cifar import CLASSES, install_md5_skip, write_fake_cifar10
 from notebook import NOTEBOOK, SHARED_TRAIN
+from stand_ins import random_inception_weights
 
 SMALL = dict(IMAGE_SIZE=32, BASE_CHANNELS=16, TIMESTEPS=20, EPOCHS=2, BATCH_SIZE=8, MAX_BATCHES_PER_EPOCH=3,
-             SAMPLE_EVERY=1, LOG_EVERY=2, SAMPLING_STEPS=10, WARMUP_STEPS=2)
+             SAMPLE_EVERY=1, LOG_EVERY=2, SAMPLING_STEPS=10, WARMUP_STEPS=2, EVAL_IMAGES=20)
 
 
 def run_notebook(folder, **parameters):
@@ -26,7 +28,15 @@ def code_cells(executed):
 
 
 def printed(executed):
-    return "".join("".join(out.get("text", "")) for cell in code_cells(executed) for out in cell["outputs"])
+    """Everything the run printed, and the plain-text form of what it displayed as text (the training panel)."""
+    outputs = [out for cell in code_cells(executed) for out in cell["outputs"]
+               if "image/png" not in out.get("data", {})]
+    return "".join("".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", "")) for out in outputs)
+
+
+def cell_with(executed, code):
+    (cell,) = [cell for cell in code_cells(executed) if code in "".join(cell["source"])]
+    return cell
 
 
 def assert_ran_cleanly(executed, class_conditional=False):
@@ -34,18 +44,24 @@ def assert_ran_cleanly(executed, class_conditional=False):
     assert not errors
     for cell in code_cells(executed):
         code = "".join(cell["source"])
-        if ("sampling_classes is" in code and not class_conditional) or ".on_click(" in code:
-            continue  # the class grid is for class-conditional models only; a widget draws when clicked
+        if ("sampling_classes is" in code and not class_conditional) or "widgets.Output()" in code:
+            continue  # the class grid is for class-conditional models only; widgets draw inside themselves
         if "definitions" not in cell["metadata"].get("tags", []) and ("show_images(" in code or "plt.show()" in code):
             assert any("image/png" in out.get("data", {}) for out in cell["outputs"]), f"no figure from: {code[:60]}"
 
 
 @pytest.fixture(scope="module")
-def folder_run(tmp_path_factory):
+def inception_weights(tmp_path_factory):
+    """Inception-v3 with random weights: the evaluation section runs offline (its FID means nothing)."""
+    return str(random_inception_weights(tmp_path_factory.mktemp("inception") / "random_inception.pth"))
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory, inception_weights):
     if not SHARED_TRAIN.is_dir():
         pytest.skip("needs ../shared/data/cifar10-jpg")
     folder = tmp_path_factory.mktemp("folder_run")
-    return folder, run_notebook(folder, DATASET=str(SHARED_TRAIN), **SMALL)
+    return folder, run_notebook(folder, DATASET=str(SHARED_TRAIN), INCEPTION_WEIGHTS=inception_weights, **SMALL)
 
 
 def test_runs_on_an_image_folder(folder_run):
@@ -54,19 +70,55 @@ def test_runs_on_an_image_folder(folder_run):
     (run_dir,) = (folder / "checkpoints").iterdir()
     assert [p.name for p in sorted(run_dir.iterdir())] == ["step_00000003.pt", "step_00000006.pt"]
     samples = sorted(p.name for p in (folder / "samples" / run_dir.name).iterdir())
-    assert samples[:2] == ["epoch_0001.png", "epoch_0002.png"] and samples[2].startswith("generated_")
+    assert samples[:3] == ["denoising.gif", "epoch_0001.png", "epoch_0002.png"]
+    assert [name.split("_")[:2] for name in samples[3:]] == [["generated", "ddim"], ["generated", "ddpm"]]
     assert "5000 training images" in printed(executed)
 
 
-def test_resuming_starts_at_the_saved_epoch(folder_run):
+def test_training_shows_one_panel_redrawn_in_place(folder_run):
+    _, executed = folder_run
+    outputs = cell_with(executed, "progress = train(")["outputs"]
+    (panel,) = [out for out in outputs if out["output_type"] == "display_data"]  # updates replaced it in place
+    html = "".join(panel["data"]["text/html"])
+    assert '<progress value="1.0000"' in html and html.count("data:image/png;base64,") == 2  # losses, latest grid
+    status, *epochs = "".join(panel["data"]["text/plain"]).splitlines()
+    assert status.startswith("epoch 2/2, update 6/6, loss ") and status.endswith(" images/s")
+    assert [line[:15] for line in epochs] == ["epoch 1/2: loss", "epoch 2/2: loss"]
+    assert [out["output_type"] for out in outputs] == ["display_data", "stream"]  # and the closing line
+
+
+def test_the_denoising_gif_is_shown_inline(folder_run):
+    _, executed = folder_run
+    outputs = cell_with(executed, "denoising_gif(sampling_model")["outputs"]
+    assert any("image/gif" in out.get("data", {}) for out in outputs)
+
+
+def test_evaluation_gives_fid_and_kid_and_caches_the_real_features(folder_run):
+    folder, executed = folder_run
+    text = printed(executed)
+    assert re.search(r"FID [\d.]+, KID -?[\d.]+ ± [\d.]+: 20 generated \(DDIM 10 steps\) against 20 training images "
+                     r"at 32x32", text), text[-2000:]
+    assert "computed, cached in data/fid_cache/NoTrainInceptionV3_20x32px_" in text
+    assert len(list((folder / "data" / "fid_cache").iterdir())) == 1
+
+
+def test_the_memorisation_check_finds_the_nearest_training_images(folder_run):
+    _, executed = folder_run
+    assert re.search(r"nearest training image: [\d.]+ on average for these samples; between training images "
+                     r"[\d.]+ \(median of 64\)", printed(executed))
+
+
+def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights):
     folder, _ = folder_run
-    executed = run_notebook(folder, DATASET=str(SHARED_TRAIN), **dict(SMALL, EPOCHS=3, RESUME="latest"))
+    executed = run_notebook(folder, DATASET=str(SHARED_TRAIN), INCEPTION_WEIGHTS=inception_weights,
+                            **dict(SMALL, EPOCHS=3, RESUME="latest"))
     assert_ran_cleanly(executed)
     text = printed(executed)
     (run_dir,) = (folder / "checkpoints").iterdir()
     assert f"Resumed from {Path('checkpoints') / run_dir.name / 'step_00000006.pt'} at epoch 2" in text
     assert "epoch 3/3" in text and "epoch 1/3" not in text and "epoch 2/3" not in text
     assert (run_dir / "step_00000009.pt").exists()
+    assert "real features" in text and "(read from data/fid_cache/NoTrainInceptionV3_20x32px_" in text  # the cache
 
 
 def test_runs_class_conditional_on_cifar10_in_torchvision_format(tmp_path, monkeypatch):
