@@ -106,7 +106,7 @@ def page(lab):
         page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)  # the kernel is up
         run_all_cells(page)
         wait_until_run(page, timeout=240)
-        page.screenshot(path=ARTIFACTS / "notebook-top.png")
+        page.screenshot(path=ARTIFACTS / "after-run-all.png")
         yield page
         browser.close()
 
