@@ -1,5 +1,7 @@
 """Feature extractors for FID and KID that need no download, for the tests."""
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
@@ -40,3 +42,13 @@ def random_inception_weights(path):
         inception.load_state_dict_from_url, inception.FeatureExtractorInceptionV3.load_state_dict = loader, load
     torch.save(network.state_dict(), path)
     return path
+
+
+def hide_torchmetrics(ipython_dir):
+    """Add to an IPython profile a startup file that makes `import torchmetrics` fail, as if the optional extra
+    were not installed; point IPYTHONDIR at it. Returns ipython_dir."""
+    startup = Path(ipython_dir) / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "01-no-torchmetrics.py").write_text(
+        "import sys\nfor name in ('torchmetrics', 'torch_fidelity'):\n    sys.modules[name] = None  # import fails\n")
+    return Path(ipython_dir)

@@ -9,7 +9,7 @@ import pytest
 
 from fake_cifar import CLASSES, install_md5_skip, write_fake_cifar10
 from notebook import NOTEBOOK, SHARED_TRAIN
-from stand_ins import random_inception_weights
+from stand_ins import hide_torchmetrics, random_inception_weights
 
 SMALL = dict(IMAGE_SIZE=32, BASE_CHANNELS=16, TIMESTEPS=20, EPOCHS=2, BATCH_SIZE=8, MAX_BATCHES_PER_EPOCH=3,
              SAMPLE_EVERY=1, LOG_EVERY=2, SAMPLING_STEPS=10, WARMUP_STEPS=2, EVAL_IMAGES=20)
@@ -121,9 +121,9 @@ def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights):
     assert "real features" in text and "(read from data/fid_cache/NoTrainInceptionV3_20x32px_" in text  # the cache
 
 
-def test_runs_class_conditional_on_cifar10_in_torchvision_format(tmp_path, monkeypatch):
+def test_runs_class_conditional_on_cifar10_in_torchvision_format_without_torchmetrics(tmp_path, monkeypatch):
     write_fake_cifar10(tmp_path / "data")
-    monkeypatch.setenv("IPYTHONDIR", str(install_md5_skip(tmp_path / "ipython")))
+    monkeypatch.setenv("IPYTHONDIR", str(hide_torchmetrics(install_md5_skip(tmp_path / "ipython"))))
     executed = run_notebook(tmp_path, DATASET="cifar10", DATA_DIR="data", CLASS_CONDITIONAL=True,
                             **dict(SMALL, EPOCHS=1))
     assert_ran_cleanly(executed, class_conditional=True)
@@ -134,6 +134,8 @@ def test_runs_class_conditional_on_cifar10_in_torchvision_format(tmp_path, monke
     assert f"100 training images, stored (3, 32, 32) torch.uint8 on cpu, 0 MiB; classes: {', '.join(CLASSES)}" in \
         printed(executed)
     assert list((tmp_path / "checkpoints").glob("*/step_00000003.pt"))
+    assert "FID and KID skipped: FID and KID need the optional extra torchmetrics[image]" in printed(executed)
+    assert "To fix: pip install -r requirements-eval.txt" in printed(executed)  # and every later cell ran
 
 
 def test_a_bad_parameter_stops_before_any_download_or_training(tmp_path):
