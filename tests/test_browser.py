@@ -19,11 +19,10 @@ from papermill.parameterize import parameterize_notebook
 
 from notebook import NOTEBOOK, ROOT, SHARED_TRAIN
 from stand_ins import random_inception_weights
+from tiny import SMALL
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "test-artifacts")) / "browser"
-SMALL = dict(IMAGE_SIZE=32, BASE_CHANNELS=16, TIMESTEPS=20, EPOCHS=2, BATCH_SIZE=8, MAX_BATCHES_PER_EPOCH=3,
-             SAMPLE_EVERY=1, LOG_EVERY=2, SAMPLING_STEPS=10, WARMUP_STEPS=2, EVAL_IMAGES=20)
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                   "--disable-background-networking", "--disable-component-update"]  # the machine has no internet
 

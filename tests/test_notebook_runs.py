@@ -10,9 +10,7 @@ import pytest
 from fake_cifar import CLASSES, install_md5_skip, write_fake_cifar10
 from notebook import NOTEBOOK, SHARED_TRAIN
 from stand_ins import hide_torchmetrics, random_inception_weights
-
-SMALL = dict(IMAGE_SIZE=32, BASE_CHANNELS=16, TIMESTEPS=20, EPOCHS=2, BATCH_SIZE=8, MAX_BATCHES_PER_EPOCH=3,
-             SAMPLE_EVERY=1, LOG_EVERY=2, SAMPLING_STEPS=10, WARMUP_STEPS=2, EVAL_IMAGES=20)
+from tiny import SMALL
 
 
 def run_notebook(folder, **parameters):

@@ -8,6 +8,10 @@ import torch
 
 from notebook import cells, source
 
+# Parameters for a whole run of the notebook in about 20 s on a CPU (papermill and browser tests)
+SMALL = dict(IMAGE_SIZE=32, BASE_CHANNELS=16, TIMESTEPS=20, EPOCHS=2, BATCH_SIZE=8, MAX_BATCHES_PER_EPOCH=3,
+             SAMPLE_EVERY=1, LOG_EVERY=2, SAMPLING_STEPS=10, WARMUP_STEPS=2, EVAL_IMAGES=20)
+
 
 def default_parameters():
     """The parameters cell's values, by name."""
