@@ -67,6 +67,13 @@ def test_batches_are_upscaled_flipped_and_in_minus_one_to_one(nb):
     torch.testing.assert_close(flipped, x.flip(-1))
 
 
+
+def test_no_flips_given_means_none_flipped(nb):
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    indices = torch.arange(3)
+    assert torch.equal(nb.prepare_batch(images, indices, None, 32, "cpu"),
+                       nb.prepare_batch(images, indices, torch.zeros(3, dtype=torch.bool), 32, "cpu"))
+
 def test_an_epoch_trains_whole_updates_only(nb):
     assert nb.batches_per_epoch(1000, 64, 1) == 15
     assert nb.batches_per_epoch(1000, 64, 4) == 12
