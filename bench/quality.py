@@ -1,0 +1,439 @@
+"""Sample quality at a fixed training budget: the notebook's recipe, its levers, and lucidrains' DDPM beside them.
+
+    python bench/quality.py DATA                          # the notebook's default recipe, 1,200 updates of 64
+    python bench/quality.py DATA --set LEARNING_RATE=1e-3 --set WARMUP_STEPS=0
+    python bench/quality.py DATA --samplers ddim:50,dpm:10,dpm:20   # one trained model, several samplers
+    python bench/quality.py DATA --peer lucidrains-ddpm    # lucidrains' model (pip install -r requirements-bench.txt)
+    python bench/quality.py DATA --check-scorer            # real held-out < blurred < noise?
+    python bench/quality.py DATA --quick                   # a smoke run with tiny sizes (CI)
+
+DATA is an image folder with train/<class>/*.jpg and test/<class>/*.jpg: ../shared/data/cifar10-jpg (5,000 + 1,000
+images) or the full CIFAR-10 as JPEG (50,000 + 10,000; see BENCHMARKS.md).
+
+Training uses the notebook's own code (its `definitions` cells, loaded as the tests load them), at 32x32 on the CPU
+with the U-Net at BASE_CHANNELS = 32, CHANNEL_MULTS = (1, 2, 4) unless --set says otherwise. Then it draws --samples
+images from the EMA weights with each sampler and scores them.
+
+The score: Inception's weights cannot be fetched here, so the features come from a small CIFAR-10 classifier that
+this script trains once on DATA/train (cached under bench/cache/). A Frechet distance (FD) and a KID in its feature
+space compare the samples with DATA/test, images neither the classifier nor the diffusion model trained on. Lower
+is better for both. The figures are only comparable between rows with the same DATA, sample count and scorer.
+"""
+
+import argparse
+import ast
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.utils import save_image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from notebook import load_definitions  # noqa: E402  (the notebook's definitions cells, as a module)
+from tiny import default_parameters  # noqa: E402  (the parameters cell's values)
+
+nb = load_definitions()
+CACHE = ROOT / "bench" / "cache"
+BENCH_DEFAULTS = dict(IMAGE_SIZE=32, BASE_CHANNELS=32, CHANNEL_MULTS=(1, 2, 4), MICRO_BATCH_SIZE="auto")
+
+
+# ---------------------------------------------------------------- data
+
+
+def folder_images(folder, cache=CACHE):
+    """Every image of an image folder as (uint8 (N, 3, 32, 32), labels (N,)), cached as one tensor file."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*/*.*"))
+    if not files:
+        raise SystemExit(f"{folder} holds no images in class subfolders; DATA needs train/<class>/*.jpg and "
+                         f"test/<class>/*.jpg")
+    key = hashlib.sha256("\n".join(f"{f.relative_to(folder)}:{f.stat().st_size}" for f in files).encode())
+    path = Path(cache) / f"images-{folder.name}-{len(files)}-{key.hexdigest()[:12]}.pt"
+    if path.exists():
+        stored = torch.load(path, weights_only=True)
+        return stored["images"], stored["labels"]
+    images, labels, _ = nb.load_image_folder(str(folder), 32)
+    nb.save_atomically({"images": images, "labels": labels}, path)
+    return images, labels
+
+
+# ---------------------------------------------------------------- the scorer
+
+
+class Classifier(nn.Module):
+    """A small CIFAR-10 classifier (about 0.3M parameters); its pooled last features (128) are the feature space."""
+
+    def __init__(self, classes=10, width=32):
+        super().__init__()
+
+        def block(c_in, c_out):
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+        w = width
+        self.body = nn.Sequential(*block(3, w), *block(w, w), nn.MaxPool2d(2),  # 16x16
+                                  *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),  # 8x8
+                                  *block(2 * w, 4 * w), *block(4 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4 * w, classes)
+
+    def features(self, x):  # uint8 (B, 3, 32, 32) -> (B, 128)
+        return self.body(x.float() / 127.5 - 1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def train_classifier(images, labels, epochs, seed=0, batch=128):
+    """Train the scorer's classifier on uint8 images with flips and 2-pixel shifts (one-cycle SGD)."""
+    torch.manual_seed(seed)
+    model = Classifier(int(labels.max()) + 1)
+    batch = min(batch, len(images))
+    steps = epochs * (len(images) // batch)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    lr_schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.2, total_steps=max(steps, 1))
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(images))
+        for i in range(len(images) // batch):
+            index = order[i * batch : (i + 1) * batch]
+            x = images[index]
+            x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(-1), x)
+            dx, dy = torch.randint(-2, 3, (2,)).tolist()
+            x = torch.roll(x, (dy, dx), dims=(-2, -1))
+            loss = F.cross_entropy(model(x), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lr_schedule.step()
+        print(f"  scorer epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}", flush=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model, images, labels):
+    predictions = torch.cat([model(chunk).argmax(1) for chunk in images.split(500)])
+    return (predictions == labels).float().mean().item()
+
+
+def load_scorer(data, epochs, cache=CACHE, limit=None):
+    """The classifier trained on DATA/train, or `limit` of its images spread over the classes (cached by their
+    hash and the epochs)."""
+    images, labels = folder_images(Path(data) / "train", cache)
+    if limit is not None:
+        every = max(1, len(images) // limit)
+        images, labels = images[::every][:limit], labels[::every][:limit]
+    digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:12]
+    path = Path(cache) / f"scorer-{digest}-{epochs}ep.pt"
+    model = Classifier(int(labels.max()) + 1)
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    started = time.perf_counter()
+    print(f"training the scorer's classifier on {len(images)} images, {epochs} epochs (cached afterwards)")
+    model = train_classifier(images, labels, epochs)
+    test_images, test_labels = folder_images(Path(data) / "test", cache)
+    print(f"  scorer: {accuracy(model, test_images, test_labels):.1%} test accuracy, "
+          f"{time.perf_counter() - started:.0f} s")
+    nb.save_atomically(model.state_dict(), path)
+    return model
+
+
+@torch.no_grad()
+def features(scorer, images):
+    """Scorer features (N, 128) float64 of uint8 images (N, 3, 32, 32)."""
+    return torch.cat([scorer.features(chunk) for chunk in images.split(500)]).double()
+
+
+def frechet_distance(a, b):
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of two feature sets (N, D), as FID computes it."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    eigenvalues = torch.linalg.eigvals(cov_a @ cov_b)  # Tr((S_a S_b)^(1/2)) = sum of sqrt of its eigenvalues
+    trace_sqrt = eigenvalues.sqrt().real.sum()
+    return float((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt)
+
+
+def kid(a, b, subsets=20, subset_size=500, seed=0):
+    """Unbiased MMD^2 with the kernel (x.y / D + 1)^3, averaged over random subsets: (mean, std) x 1000."""
+    generator = torch.Generator().manual_seed(seed)
+    m = min(subset_size, len(a), len(b))
+    values = []
+    for _ in range(subsets):
+        x = a[torch.randperm(len(a), generator=generator)[:m]]
+        y = b[torch.randperm(len(b), generator=generator)[:m]]
+        k_xx, k_yy, k_xy = [(p @ q.T / a.shape[1] + 1) ** 3 for p, q in ((x, x), (y, y), (x, y))]
+        off_diagonal = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
+        values.append(float(off_diagonal - 2 * k_xy.mean()))
+    return 1000 * float(np.mean(values)), 1000 * float(np.std(values))
+
+
+class Score:
+    """FD and KID against DATA/test, the reference features computed once."""
+
+    def __init__(self, data, scorer_epochs, cache=CACHE, limit=None):
+        self.scorer = load_scorer(data, scorer_epochs, cache, limit)
+        self.test_images, _ = folder_images(Path(data) / "test", cache)
+        self.reference = features(self.scorer, self.test_images)
+
+    def __call__(self, images):
+        generated = features(self.scorer, images)
+        kid_mean, kid_std = kid(generated, self.reference)
+        return {"fd": frechet_distance(generated, self.reference), "kid_x1000": kid_mean, "kid_x1000_std": kid_std}
+
+
+def to_uint8(x):
+    """Images in [-1, 1] (B, 3, H, W) -> uint8 at 32x32, as a saved PNG would hold them."""
+    x = nb.resize(x.float().cpu(), 32)
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def check_scorer(score, count):
+    """The scorer's ranking on images of known quality: real held-out images, the same blurred, and noise."""
+    generator = torch.Generator().manual_seed(1)
+    real = score.test_images[torch.randperm(len(score.test_images), generator=generator)[:count]]
+    # Real images the reference does not hold: the scorer's own training images are the only other real ones,
+    # so the fair "real" row compares one half of the test set with the other.
+    half = len(score.test_images) // 2
+    split = torch.randperm(len(score.test_images), generator=generator)
+    first, second = score.test_images[split[:half]], score.test_images[split[half:]]
+    rows = {}
+    reference = features(score.scorer, second)
+    for name, images in [
+        ("real (other half of the test set)", first[:count]),
+        ("real, blurred (Gaussian, sigma 1 px)", blur(first[:count], 1.0)),
+        ("real, blurred (Gaussian, sigma 2 px)", blur(first[:count], 2.0)),
+        ("uniform noise", torch.randint(0, 256, real.shape, dtype=torch.uint8, generator=generator)),
+    ]:
+        generated = features(score.scorer, images)
+        kid_mean, kid_std = kid(generated, reference)
+        rows[name] = {"fd": frechet_distance(generated, reference), "kid_x1000": kid_mean, "kid_x1000_std": kid_std}
+        print(f"  {name:40s} FD {rows[name]['fd']:9.3f}   KID x1000 {kid_mean:8.3f} +- {kid_std:.3f}", flush=True)
+    return rows
+
+
+def blur(images, sigma):
+    radius = math.ceil(3 * sigma)
+    kernel = torch.exp(-torch.arange(-radius, radius + 1.0) ** 2 / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).view(1, 1, -1)
+    x = images.float().reshape(-1, 1, *images.shape[-2:])
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    return x.reshape(images.shape).round().clamp(0, 255).to(torch.uint8)
+
+
+# ---------------------------------------------------------------- the notebook's model
+
+
+def notebook_config(data, batch, overrides):
+    parameters = dict(default_parameters(), **BENCH_DEFAULTS, DATASET=str(Path(data) / "train"), BATCH_SIZE=batch,
+                      DEVICE="cpu", EVAL_IMAGES=0)
+    parameters.update(overrides)
+    return nb.Config.from_parameters(parameters)
+
+
+def train_notebook(images, config, updates, log_every=100):
+    """`updates` optimizer updates with the notebook's train_update, the data order of its epochs, and its EMA."""
+    device = torch.device("cpu")
+    torch.manual_seed(config.seed)
+    model = nb.UNet(config.base_channels, config.channel_mults, config.dropout)
+    ema_model = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, updates, config.cosine_lr)
+    schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
+    num_batches = nb.batches_per_epoch(len(images), config.batch_size, config.grad_accum_steps)
+    progress, pending, update, epoch = nb.new_progress(), [], 0, 0
+    model.train()
+    while update < updates:
+        order, flips = nb.epoch_order(len(images), config.seed, epoch)
+        for first_batch in range(0, num_batches, config.grad_accum_steps):
+            if update == updates:
+                break
+            pending.append(nb.train_update(model, ema_model, optimizer, lr_scheduler, images, order, flips,
+                                           first_batch, epoch, schedule, config, device, update))
+            update += 1
+            if update % log_every == 0 or update == updates:
+                nb.record_losses(pending, progress)
+                print(f"  update {update}: loss {np.mean(progress['losses'][-log_every:]):.4f}", flush=True)
+        epoch += 1
+    return (ema_model if ema_model is not None else model), schedule, progress["losses"]
+
+
+def notebook_sampler(model, schedule, config, sampler, steps):
+    """A function batch -> images in [-1, 1] for the sampler named ("ddim", "ddpm", or a later addition)."""
+    settings = dataclasses.replace(config, sampler=sampler, sampling_steps=steps)
+
+    def draw(count, generator):
+        return nb.generate(model, (count, 3, config.image_size, config.image_size), torch.device("cpu"), schedule,
+                           settings, generator)
+
+    return draw
+
+
+# ---------------------------------------------------------------- lucidrains' model
+
+
+PEERS = {  # GaussianDiffusion settings of each peer row
+    "lucidrains-default": {},  # its own defaults: v-prediction, sigmoid schedule
+    "lucidrains-ddpm": {"objective": "pred_noise", "beta_schedule": "linear"},
+}
+
+
+def train_lucidrains(images, peer, updates, batch, seed, sampling_steps, log_every=100):
+    """lucidrains' Unet(dim=32, dim_mults=(1, 2, 4)) and GaussianDiffusion, trained as its Trainer does (Adam 2e-4
+    with betas (0.9, 0.99), gradient norm clipped at 1, EMA 0.995 every 10 updates), on the notebook's data order
+    and flips. Returns (EMA GaussianDiffusion, losses)."""
+    try:
+        from denoising_diffusion_pytorch import GaussianDiffusion, Unet
+        from ema_pytorch import EMA
+    except ImportError as error:
+        raise SystemExit(f"{error}: pip install -r requirements-bench.txt") from error
+    torch.manual_seed(seed)
+    unet = Unet(dim=32, dim_mults=(1, 2, 4), flash_attn=False)
+    diffusion = GaussianDiffusion(unet, image_size=32, timesteps=1000, sampling_timesteps=sampling_steps,
+                                  **PEERS[peer])
+    print(f"  {peer}: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, "
+          f"objective {diffusion.objective}")
+    optimizer = torch.optim.Adam(diffusion.parameters(), lr=2e-4, betas=(0.9, 0.99))
+    ema = EMA(diffusion, beta=0.995, update_every=10)
+    losses, update, epoch = [], 0, 0
+    diffusion.train()
+    while update < updates:
+        order, flips = nb.epoch_order(len(images), seed, epoch)
+        for i in range(len(images) // batch):
+            if update == updates:
+                break
+            index = order[i * batch : (i + 1) * batch]
+            x = nb.prepare_batch(images, index, flips[index], 32, torch.device("cpu"))
+            loss = diffusion((x + 1) / 2)  # it takes images in [0, 1]
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            ema.update()
+            losses.append(loss.item())
+            update += 1
+            if update % log_every == 0 or update == updates:
+                print(f"  update {update}: loss {np.mean(losses[-log_every:]):.4f}", flush=True)
+        epoch += 1
+    return ema.ema_model.eval(), losses
+
+
+def lucidrains_sampler(diffusion):
+    def draw(count, generator):
+        torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))  # it draws from the global RNG
+        with torch.inference_mode():
+            return diffusion.sample(batch_size=count) * 2 - 1  # [0, 1] -> [-1, 1]
+
+    return draw
+
+
+# ---------------------------------------------------------------- one row
+
+
+def generate_all(draw, count, batch, seed):
+    generator = torch.Generator().manual_seed(seed)
+    chunks = []
+    for start in range(0, count, batch):
+        chunks.append(to_uint8(draw(min(batch, count - start), generator)))
+    return torch.cat(chunks)
+
+
+def parse_overrides(pairs):
+    overrides = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            overrides[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[name] = value  # a bare string such as ddim
+    return overrides
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", help="image folder with train/ and test/ subfolders")
+    parser.add_argument("--updates", type=int, default=1200)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--samplers", default="ddim:50", help="comma-separated NAME:STEPS, e.g. ddim:50,dpm:20")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a notebook parameter for this row, e.g. LEARNING_RATE=1e-3")
+    parser.add_argument("--peer", choices=sorted(PEERS), help="train lucidrains' model instead of the notebook's")
+    parser.add_argument("--scorer-epochs", type=int, help="default: about 200,000 images' worth")
+    parser.add_argument("--check-scorer", action="store_true", help="only score real, blurred and noise images")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run (CI)")
+    parser.add_argument("--cache", default=str(CACHE))
+    parser.add_argument("--json", help="append this row, as one JSON line, to this file")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = parse_overrides(args.set)
+    if args.quick:
+        args.updates, args.batch, args.samples, args.scorer_epochs = 4, 8, 16, 1
+        overrides = dict(dict(BASE_CHANNELS=16, CHANNEL_MULTS=(1, 2), TIMESTEPS=20, SAMPLING_STEPS=5,
+                              WARMUP_STEPS=2), **overrides)
+        args.samplers = ",".join(f"{name}:{min(int(steps), 5)}" for name, steps in
+                                 (s.split(":") for s in args.samplers.split(",")))
+
+    if args.scorer_epochs is None:
+        args.scorer_epochs = math.ceil(200_000 / len(folder_images(Path(args.data) / "train", args.cache)[0]))
+    score = Score(args.data, args.scorer_epochs, args.cache, limit=256 if args.quick else None)
+    if args.check_scorer:
+        rows = check_scorer(score, min(args.samples, len(score.test_images) // 2))
+        if args.json:
+            with open(args.json, "a") as file:
+                file.write(json.dumps({"check_scorer": rows, "data": args.data}) + "\n")
+        return
+
+    images, _ = folder_images(Path(args.data) / "train", args.cache)
+    command = "python bench/quality.py " + " ".join(sys.argv[1:])
+    started = time.perf_counter()
+    if args.peer:
+        model, losses = train_lucidrains(images, args.peer, args.updates, args.batch, 0,
+                                         int(args.samplers.split(",")[0].split(":")[1]))
+        samplers = {f"its ddim:{model.sampling_timesteps}": lucidrains_sampler(model)}
+        row_name = args.peer
+    else:
+        config = notebook_config(args.data, args.batch, overrides)
+        model, schedule, losses = train_notebook(images, config, args.updates)
+        samplers = {}
+        for entry in args.samplers.split(","):
+            name, steps = entry.split(":")
+            samplers[entry] = notebook_sampler(model, schedule, config, name, int(steps))
+        row_name = "notebook " + (" ".join(args.set) or "defaults")
+    train_seconds = time.perf_counter() - started
+    print(f"trained {args.updates} updates in {train_seconds / 60:.1f} min; "
+          f"mean loss of the last 100 {np.mean(losses[-100:]):.4f}")
+
+    for sampler, draw in samplers.items():
+        started = time.perf_counter()
+        generated = generate_all(draw, args.samples, 100, seed=12345)
+        sample_seconds = time.perf_counter() - started
+        result = score(generated)
+        row = {"row": row_name, "sampler": sampler, "updates": args.updates, "batch": args.batch,
+               "samples": args.samples, "data": args.data, "train_images": len(images), **result,
+               "train_min": train_seconds / 60, "sample_min": sample_seconds / 60,
+               "final_loss": float(np.mean(losses[-100:])), "command": command}
+        print(f"RESULT {row_name} | {sampler} | FD {result['fd']:.3f} | KID x1000 {result['kid_x1000']:.3f} "
+              f"+- {result['kid_x1000_std']:.3f} | train {train_seconds / 60:.1f} min | "
+              f"sample {sample_seconds / 60:.1f} min", flush=True)
+        if args.json:
+            with open(args.json, "a") as file:
+                file.write(json.dumps(row) + "\n")
+        tag = hashlib.sha256((command + sampler).encode()).hexdigest()[:8]
+        save_image(generated[:64].float() / 255, Path(args.cache) / f"samples-{tag}.png", nrow=8)
+        print(f"  64 of the samples: {Path(args.cache) / f'samples-{tag}.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The quality benchmark runs end to end and its scorer behaves (a smoke run with tiny sizes; no timing or
+score is asserted beyond what any working run must give)."""
+
+import json
+import subprocess
+import sys
+
+import PIL.Image
+import pytest
+import torch
+
+from notebook import ROOT
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """train/ and test/ image folders of smooth random images in two classes (bright and dark)."""
+    root = tmp_path_factory.mktemp("images")
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", 48), ("test", 24)):
+        for label, (low, high) in enumerate(((0, 120), (135, 255))):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = torch.randint(low, high, (3, 8, 8), generator=generator, dtype=torch.uint8)
+                image = torch.nn.functional.interpolate(image[None].float(), size=32, mode="bilinear")[0]
+                PIL.Image.fromarray(image.round().byte().permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
+    return root
+
+
+def run_quality(*args):
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "quality.py"), *map(str, args)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_quality_smoke_run_scores_every_sampler(image_folder, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    stdout = run_quality(image_folder, "--quick", "--samplers", "ddim:5,dpm++:5", "--set", "PREDICTION=v",
+                         "--cache", tmp_path / "cache", "--json", out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["sampler"] for row in rows] == ["ddim:5", "dpm++:5"]
+    for row in rows:
+        assert row["fd"] >= 0 and row["train_min"] > 0 and row["sample_min"] > 0
+        assert row["command"].endswith("--json " + str(out))
+        assert row["row"] == "notebook PREDICTION=v"
+    assert stdout.count("RESULT notebook") == 2
+    assert len(list((tmp_path / "cache").glob("scorer-*.pt"))) == 1  # the scorer is cached for the next row
+
+
+def test_scorer_check_ranks_real_images_first(image_folder, tmp_path):
+    out = tmp_path / "check.jsonl"
+    run_quality(image_folder, "--check-scorer", "--quick", "--cache", tmp_path / "cache", "--json", out)
+    rows = json.loads(out.read_text())["check_scorer"]
+    real = rows["real (other half of the test set)"]["fd"]
+    assert real < rows["uniform noise"]["fd"]
