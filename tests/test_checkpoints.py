@@ -99,6 +99,30 @@ def test_rerunning_the_training_cell_after_an_interrupt_continues_exactly(nb, tm
     assert tensors_equal(run.model.state_dict(), straight["model"]) and run.progress == straight["progress"]
 
 
+def test_a_stop_during_the_ema_update_lands_after_the_update(nb, tmp_path, monkeypatch, straight):
+    """Jupyter's stop (SIGINT) arriving inside update 2's EMA update: update 2 finishes, its checkpoint says so,
+    and resuming from it repeats the uninterrupted run exactly."""
+    config = tiny_config(nb, tmp_path, EPOCHS=3, COSINE_LR=True)
+    real_update_ema, calls = nb.update_ema, []
+
+    def update_ema(ema_model, model, decay):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # after the optimizer's step, before the EMA has moved
+        real_update_ema(ema_model, model, decay)
+
+    monkeypatch.setattr(nb, "update_ema", update_ema)
+    with pytest.raises(KeyboardInterrupt):
+        train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "run")
+    monkeypatch.undo()
+    assert [path.name for path in (tmp_path / "run").iterdir()] == ["step_00000002.pt"]
+    path, checkpoint = nb.find_resume_checkpoint("latest", tmp_path / "run" / "..")
+    run = restore(nb, checkpoint, path, tiny_run(nb, config), config)
+    train(nb, config, tiny_images(), run, tmp_path / "run")
+    assert tensors_equal(run.model.state_dict(), straight["model"])
+    assert tensors_equal(run.ema.state_dict(), straight["ema"]) and run.progress == straight["progress"]
+
+
 def test_the_interrupt_message_says_where_and_how_to_resume(nb, tmp_path, monkeypatch, capsys):
     config = tiny_config(nb, tmp_path)
     interrupt_at_update(nb, monkeypatch, 3)
@@ -202,6 +226,34 @@ def test_resuming_with_other_training_settings_says_so(nb, tmp_path, capsys):
     restore(nb, checkpoint, path, tiny_run(nb, other), other)
     out = capsys.readouterr().out
     assert "will not repeat the original run exactly" in out and "SEED: checkpoint 0, parameters 7" in out
+
+
+def test_a_new_learning_rate_applies_after_resume(nb, tmp_path):
+    config = tiny_config(nb, tmp_path, EPOCHS=1, WARMUP_STEPS=0)
+    train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "run")
+    path, checkpoint = nb.find_resume_checkpoint(str(tmp_path / "run" / "step_00000003.pt"), tmp_path)
+    other = dataclasses.replace(config, epochs=2, learning_rate=1e-3)
+    run = restore(nb, checkpoint, path, tiny_run(nb, other), other)
+    seen = []
+    real_step = run.optimizer.step
+    run.optimizer.step = lambda: (seen.append(run.optimizer.param_groups[0]["lr"]), real_step())
+    train(nb, other, tiny_images(), run, tmp_path / "run")
+    assert seen == [1e-3] * 3  # not the checkpoint's 2e-4
+
+
+def test_more_epochs_in_the_same_kernel_extend_the_cosine(nb, tmp_path):
+    """Raising EPOCHS and rerunning only the training cell: the cosine stretches over the longer run instead of
+    leaving the new epochs at learning rate 0."""
+    config = tiny_config(nb, tmp_path, EPOCHS=1, WARMUP_STEPS=0, COSINE_LR=True)
+    run = tiny_run(nb, config, updates_per_epoch=3)  # its scheduler is built for 3 updates
+    train(nb, config, tiny_images(), run, tmp_path / "run")
+    longer = dataclasses.replace(config, epochs=4)
+    seen = []
+    real_step = run.optimizer.step
+    run.optimizer.step = lambda: (seen.append(run.optimizer.param_groups[0]["lr"]), real_step())
+    train(nb, longer, tiny_images(), run, tmp_path / "run")
+    expected = [2e-4 * 0.5 * (1 + nb.math.cos(nb.math.pi * n / 12)) for n in range(3, 12)]
+    assert seen == pytest.approx(expected) and min(seen) > 0
 
 
 def test_checkpoint_holds_only_tensors_and_plain_values(nb, tmp_path):

@@ -108,3 +108,25 @@ def test_bf16_is_refused_on_mps_only(nb):
         nb.check_mixed_precision("bf16", nb.torch.device("mps"))
     nb.check_mixed_precision("bf16", nb.torch.device("cpu"))
     nb.check_mixed_precision(None, nb.torch.device("mps"))
+
+
+def test_compile_is_refused_on_mps_only(nb):
+    with pytest.raises(ValueError, match="USE_COMPILE=True is not supported on MPS"):
+        nb.check_compile(True, nb.torch.device("mps"))
+    nb.check_compile(True, nb.torch.device("cpu"))
+    nb.check_compile(False, nb.torch.device("mps"))
+
+
+def test_the_dataset_takes_at_most_a_quarter_of_a_devices_memory(nb, monkeypatch):
+    gib = 2**30
+    monkeypatch.setattr(nb.torch.mps, "recommended_max_memory", lambda: 5.3 * gib, raising=False)
+    assert nb.dataset_budget(nb.torch.device("mps")) == pytest.approx(5.3 * gib / 4)  # an 8 GB Mac
+    monkeypatch.setattr(nb.torch.mps, "recommended_max_memory", lambda: 96 * gib, raising=False)
+    assert nb.dataset_budget(nb.torch.device("mps")) == 4 * gib
+    monkeypatch.setattr(nb.torch.cuda, "get_device_properties", lambda device: type("P", (), {"total_memory": 8 * gib}))
+    assert nb.dataset_budget(nb.torch.device("cuda")) == 2 * gib
+
+
+def test_a_dataset_over_the_budget_stays_where_it_is(nb):
+    images = nb.torch.zeros(10, 3, 4, 4, dtype=nb.torch.uint8)
+    assert nb.place_dataset(images, nb.torch.device("cpu"), max_bytes=100) is images

@@ -68,6 +68,37 @@ def test_batches_are_upscaled_flipped_and_in_minus_one_to_one(nb):
 
 
 
+def test_a_training_batch_flips_each_image_as_its_epoch_says(nb):
+    """What the notebook shows "as the model sees it" is what training gets: batch b holds the images at
+    order[b*B : (b+1)*B], each flipped by its own entry of flips (indexed by image, not by position)."""
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    order, flips = nb.epoch_order(40, 0, 3)
+    x, indices = nb.training_batch(images, order, flips, 2, 16, 8, "cpu")
+    assert torch.equal(indices, order[32:40]) and x.shape == (8, 3, 8, 8)
+    for position, index in enumerate(indices):
+        image = images[index].float() / 127.5 - 1
+        torch.testing.assert_close(x[position], image.flip(-1) if flips[index] else image)
+
+
+def test_only_shrinking_is_antialiased(nb, monkeypatch):
+    calls = []
+    interpolate = nb.F.interpolate
+    monkeypatch.setattr(nb.F, "interpolate", lambda *a, **k: calls.append(k["antialias"]) or interpolate(*a, **k))
+    x = torch.rand(1, 3, 32, 32)
+    nb.resize(x, 64)
+    nb.resize(x, 16)
+    assert calls == [False, True]
+
+
+def test_copies_off_a_device_are_never_non_blocking(nb, monkeypatch):
+    """Copying to the CPU with non_blocking=True may hand back memory the GPU (or MPS) has not written yet."""
+    seen = []
+    to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: seen.append(k.get("non_blocking")) or to(self, *a, **k))
+    nb.prepare_batch(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.arange(2), None, 8, "cpu")
+    assert True not in seen
+
+
 def test_no_flips_given_means_none_flipped(nb):
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     indices = torch.arange(3)

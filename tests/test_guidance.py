@@ -62,10 +62,24 @@ def test_label_dropout_hides_the_class_as_often_as_asked(nb):
 def test_class_samples_are_repeatable_and_depend_on_the_class(nb, conditional, tmp_path):
     config = tiny_config(nb, tmp_path, CLASS_CONDITIONAL=True)
     schedule = nb.linear_schedule(10, 1e-4, 0.02)
-    first = nb.class_samples(conditional, 1, 3.0, 2, "cpu", schedule, config, seed=4)
+    first = nb.class_samples(conditional, 1, 3.0, 2, "cpu", schedule, 16, config, seed=4)
     assert first.shape == (2, 3, 16, 16) and first.abs().max() <= 1
-    assert torch.equal(first, nb.class_samples(conditional, 1, 3.0, 2, "cpu", schedule, config, seed=4))
-    assert not torch.equal(first, nb.class_samples(conditional, 2, 3.0, 2, "cpu", schedule, config, seed=4))
+    assert torch.equal(first, nb.class_samples(conditional, 1, 3.0, 2, "cpu", schedule, 16, config, seed=4))
+    assert not torch.equal(first, nb.class_samples(conditional, 2, 3.0, 2, "cpu", schedule, 16, config, seed=4))
+
+
+def test_class_samples_follow_the_loaded_models_size_and_schedule(nb, conditional, tmp_path):
+    """A checkpoint of 8x8 images and T = 4, sampled under parameters of 16x16, T = 10 and 5 steps."""
+    config = tiny_config(nb, tmp_path, CLASS_CONDITIONAL=True, SAMPLING_STEPS=5)
+    images = nb.class_samples(conditional, 1, 3.0, 2, "cpu", nb.linear_schedule(4, 1e-4, 0.02), 8, config)
+    assert images.shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_guided_sampling_leaves_the_model_in_the_mode_it_had(nb, conditional, tmp_path, sampler):
+    config = tiny_config(nb, tmp_path, CLASS_CONDITIONAL=True, SAMPLER=sampler)
+    nb.class_samples(conditional, 1, 3.0, 2, "cpu", nb.linear_schedule(10, 1e-4, 0.02), 16, config)
+    assert not conditional.training and not any(module.training for module in conditional.modules())
 
 
 def conditional_checkpoint(nb, tmp_path):
@@ -144,7 +158,8 @@ def test_guided_samples_of_two_classes_can_be_told_apart(nb, airplanes_and_frogs
     threshold = (real[labels == 0].mean() + real[labels == 1].mean()) / 2
     correct = 0
     for class_index in (0, 1):
-        samples = nb.class_samples(run.ema, class_index, 3.0, 32, "cpu", run.schedule, config, seed=0)
+        samples = nb.class_samples(run.ema, class_index, 3.0, 32, "cpu", run.schedule, config.image_size, config,
+                                   seed=0)
         looks_like_airplane = blue_minus_green(samples) > threshold
         correct += (looks_like_airplane == (class_index == 0)).sum().item()
     assert correct / 64 >= 0.75

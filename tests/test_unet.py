@@ -56,3 +56,13 @@ def test_every_block_sees_the_timestep(nb, base_channels):
         with torch.no_grad():
             out = block(h.expand(2, -1, -1, -1), emb)
         assert not torch.allclose(out[0], out[1], atol=1e-5)
+
+
+def test_attention_gets_contiguous_queries_keys_and_values(nb, monkeypatch):
+    """MPS's attention kernel returned wrong values for strided inputs (pytorch#163597, #181133)."""
+    seen = []
+    attention = nb.F.scaled_dot_product_attention
+    monkeypatch.setattr(nb.F, "scaled_dot_product_attention",
+                        lambda q, k, v: seen.append([x.is_contiguous() for x in (q, k, v)]) or attention(q, k, v))
+    nb.SelfAttention(32)(torch.randn(2, 32, 4, 4))
+    assert seen == [[True, True, True]]
