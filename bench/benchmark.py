@@ -90,7 +90,7 @@ class DiffusersUNet(torch.nn.Module):
 def training_numbers(model, config, images, device, repeats):
     """Images/s of one training update with the data path (slicing, upscaling, flipping) and without it."""
     model = model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = nb.make_optimizer(model, config.learning_rate)
     lr_scheduler = nb.make_lr_scheduler(optimizer, 0, 1, False)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end).to(device)
     order, flips = nb.epoch_order(len(images), config.seed, 0)
@@ -167,7 +167,7 @@ def one_training_update(config, device):
     """One training update of the notebook's default model at config's batch size, on synthetic images."""
     images = nb.place_dataset(torch.randint(0, 256, (config.batch_size, 3, 32, 32), dtype=torch.uint8), device)
     model = nb.UNet(config.base_channels, config.channel_mults, config.dropout).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = nb.make_optimizer(model, config.learning_rate)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end).to(device)
     order, flips = nb.epoch_order(config.batch_size, config.seed, 0)
     nb.train_update(model, None, optimizer, nb.make_lr_scheduler(optimizer, 0, 1, False), images, order, flips, 0, 0,

@@ -246,7 +246,7 @@ def train_notebook(images, config, updates, log_every=100):
     torch.manual_seed(config.seed)
     model = nb.UNet(config.base_channels, config.channel_mults, config.dropout)
     ema_model = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = nb.make_optimizer(model, config.learning_rate)
     lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, updates, config.cosine_lr)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
     num_batches = nb.batches_per_epoch(len(images), config.batch_size, config.grad_accum_steps)

@@ -1,13 +1,17 @@
 """Load the notebook's `definitions` cells as a module, the way the tests (and benchmarks) use them."""
 
 import json
+import os
 import sys
 import types
+import urllib.error
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "diffusion_model.ipynb"
-SHARED_TRAIN = ROOT.parent / "shared" / "data" / "cifar10-jpg" / "train"  # real CIFAR-10 images, as JPEG
+SHARED_TRAIN = ROOT.parent / "shared" / "data" / "cifar10-jpg" / "train"  # real CIFAR-10 images, as JPEG (CI)
+DATA_DIR = ROOT / "data"  # the notebook's own DATA_DIR: torchvision downloads CIFAR-10 here
+PER_CLASS = 500  # real training images per class in the tests' image folder, as in ../shared
 
 
 def cells(tag=None):
@@ -28,3 +32,38 @@ def load_definitions(name="diffusion_notebook"):
     code = "\n\n".join(source(cell) for cell in cells("definitions"))
     exec(compile(code, f"{NOTEBOOK.name}[definitions]", "exec"), module.__dict__)
     return module
+
+
+def real_train_folder(shared=SHARED_TRAIN, data_dir=DATA_DIR):
+    """(folder, None) for an image folder of real CIFAR-10 training images, one subfolder per class, or (None,
+    why not and what to do). It is ../shared's folder where that exists (CI); otherwise PER_CLASS images a class
+    taken from CIFAR-10 as the notebook downloads it (torchvision, into data/: no network needed once it is
+    there), written once as PNG files to data/cifar10-images/train."""
+    if shared.is_dir():
+        return shared, None
+    folder = data_dir / "cifar10-images" / "train"
+    if (folder / ".complete").exists():
+        return folder, None
+    from torchvision import datasets
+
+    try:
+        dataset = datasets.CIFAR10(str(data_dir), train=True, download=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        return None, (f"needs real CIFAR-10 images: there is no {shared}, and CIFAR-10 could not be downloaded into "
+                      f"{data_dir} ({error}). Connect to the internet and rerun the tests once (they download it "
+                      f"as the notebook does), or run the notebook's data cell first.")
+    import PIL.Image
+
+    counts = dict.fromkeys(range(len(dataset.classes)), 0)
+    for image, label in zip(dataset.data, dataset.targets, strict=True):
+        if counts[label] < PER_CLASS:
+            (folder / dataset.classes[label]).mkdir(parents=True, exist_ok=True)
+            PIL.Image.fromarray(image).save(folder / dataset.classes[label] / f"{counts[label]:04d}.png")
+            counts[label] += 1
+    (folder / ".complete").touch()
+    return folder, None
+
+
+def require_real_data():
+    """CI sets REQUIRE_REAL_DATA=1: there the real-data tests must run, never skip."""
+    return os.environ.get("REQUIRE_REAL_DATA") == "1"

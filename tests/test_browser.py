@@ -17,7 +17,7 @@ import pytest
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from notebook import NOTEBOOK, ROOT, SHARED_TRAIN
+from notebook import NOTEBOOK, ROOT
 from stand_ins import random_inception_weights
 from tiny import SMALL
 
@@ -53,15 +53,13 @@ def write_settings(folder):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, real_train):
     """A JupyterLab server on 127.0.0.1 with a token, serving the notebook with small parameters injected."""
     require_browser()
-    if not SHARED_TRAIN.is_dir():
-        pytest.skip("needs ../shared/data/cifar10-jpg")
     folder = tmp_path_factory.mktemp("lab")
     weights = random_inception_weights(tmp_path_factory.mktemp("inception") / "random_inception.pth")
     notebook = parameterize_notebook(load_notebook_node(str(NOTEBOOK)),
-                                     dict(SMALL, DATASET=str(SHARED_TRAIN), INCEPTION_WEIGHTS=str(weights)))
+                                     dict(SMALL, DATASET=str(real_train), INCEPTION_WEIGHTS=str(weights)))
     nbformat.write(notebook, folder / NOTEBOOK.name)
     port, token = free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(folder / ".runtime"), JUPYTER_CONFIG_DIR=str(folder / ".config"))

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from fake_cifar import CLASSES, write_fake_cifar10
-from notebook import SHARED_TRAIN
 
 
 @pytest.fixture
@@ -34,9 +33,8 @@ def test_missing_cifar10_says_where_it_looked_and_how_to_get_it(nb, tmp_path, mo
     assert nb.CIFAR10_URL in message and "image folder" in message
 
 
-@pytest.mark.skipif(not SHARED_TRAIN.is_dir(), reason="needs ../shared/data/cifar10-jpg")
-def test_image_folder_loads_real_images_resized(nb):
-    images, labels, names = nb.load_image_folder(str(SHARED_TRAIN), 48)
+def test_image_folder_loads_real_images_resized(nb, real_train):
+    images, labels, names = nb.load_image_folder(str(real_train), 48)
     assert images.shape == (5000, 3, 48, 48) and images.dtype == torch.uint8
     assert names[0] == "airplane" and len(names) == 10 and labels.bincount().tolist() == [500] * 10
 
@@ -94,7 +92,8 @@ def test_copies_off_a_device_are_never_non_blocking(nb, monkeypatch):
     """Copying to the CPU with non_blocking=True may hand back memory the GPU (or MPS) has not written yet."""
     seen = []
     to = torch.Tensor.to
-    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: seen.append(k.get("non_blocking")) or to(self, *a, **k))
+    monkeypatch.setattr(torch.Tensor, "to",
+                        lambda self, *a, **k: seen.append(k.get("non_blocking")) or to(self, *a, **k))
     nb.prepare_batch(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.arange(2), None, 8, "cpu")
     assert True not in seen
 

@@ -9,7 +9,6 @@ import pytest
 import scipy.linalg
 import torch
 
-from notebook import SHARED_TRAIN
 from stand_ins import StandInFeatures
 from tiny import tiny_config, tiny_run
 
@@ -53,10 +52,8 @@ def test_kid_subsets_are_reproducible_and_leave_the_global_rng_alone(nb):
     assert first[2] > 1e-4  # a real spread: the subsets (N / 2 = 150 images each) differ
 
 
-def test_real_halves_score_far_below_real_against_noise(nb):
-    if not SHARED_TRAIN.is_dir():
-        pytest.skip("needs ../shared/data/cifar10-jpg")
-    images, _, _ = nb.load_image_folder(str(SHARED_TRAIN), 32)
+def test_real_halves_score_far_below_real_against_noise(nb, real_train):
+    images, _, _ = nb.load_image_folder(str(real_train), 32)
     real = nb.real_images_for_eval(images, 2000, 64, seed=0)  # a random choice: the folder is sorted by class
     noise = torch.randint(0, 256, (1000, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     extractor = StandInFeatures()

@@ -5,7 +5,6 @@ import dataclasses
 import pytest
 import torch
 
-from notebook import SHARED_TRAIN
 from tiny import tiny_config, tiny_images, tiny_run, train
 
 
@@ -125,15 +124,13 @@ def test_other_class_names_are_a_clear_error(nb, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def airplanes_and_frogs(nb, tmp_path_factory):
+def airplanes_and_frogs(nb, tmp_path_factory, real_train):
     """A class-conditional model trained for 248 updates on the real airplanes and frogs (1,000 images,
     32x32): about 75 s on 2 cores."""
-    if not SHARED_TRAIN.is_dir():
-        pytest.skip("needs ../shared/data/cifar10-jpg")
     folder = tmp_path_factory.mktemp("two_classes")
     (folder / "data").mkdir()
     for name in ("airplane", "frog"):
-        (folder / "data" / name).symlink_to(SHARED_TRAIN / name, target_is_directory=True)
+        (folder / "data" / name).symlink_to(real_train / name, target_is_directory=True)
     images, labels, class_names = nb.load_image_folder(str(folder / "data"), 32)
     config = tiny_config(nb, folder, IMAGE_SIZE=32, CHANNEL_MULTS=(1, 2, 2), TIMESTEPS=1000, BATCH_SIZE=32, EPOCHS=8,
                          MAX_BATCHES_PER_EPOCH=31, LEARNING_RATE=1e-3, WARMUP_STEPS=20, LOG_EVERY=31,

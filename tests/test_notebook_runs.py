@@ -8,7 +8,7 @@ import papermill
 import pytest
 
 from fake_cifar import CLASSES, install_md5_skip, write_fake_cifar10
-from notebook import NOTEBOOK, SHARED_TRAIN
+from notebook import NOTEBOOK
 from stand_ins import hide_torchmetrics, random_inception_weights
 from tiny import SMALL
 
@@ -55,11 +55,9 @@ def inception_weights(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def folder_run(tmp_path_factory, inception_weights):
-    if not SHARED_TRAIN.is_dir():
-        pytest.skip("needs ../shared/data/cifar10-jpg")
+def folder_run(tmp_path_factory, inception_weights, real_train):
     folder = tmp_path_factory.mktemp("folder_run")
-    return folder, run_notebook(folder, DATASET=str(SHARED_TRAIN), INCEPTION_WEIGHTS=inception_weights, **SMALL)
+    return folder, run_notebook(folder, DATASET=str(real_train), INCEPTION_WEIGHTS=inception_weights, **SMALL)
 
 
 def test_runs_on_an_image_folder(folder_run):
@@ -106,9 +104,9 @@ def test_the_memorisation_check_finds_the_nearest_training_images(folder_run):
                      r"[\d.]+ \(median of 64\)", printed(executed))
 
 
-def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights):
+def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights, real_train):
     folder, _ = folder_run
-    executed = run_notebook(folder, DATASET=str(SHARED_TRAIN), INCEPTION_WEIGHTS=inception_weights,
+    executed = run_notebook(folder, DATASET=str(real_train), INCEPTION_WEIGHTS=inception_weights,
                             **dict(SMALL, EPOCHS=3, RESUME="latest"))
     assert_ran_cleanly(executed)
     text = printed(executed)

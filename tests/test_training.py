@@ -3,17 +3,14 @@
 import pytest
 import torch
 
-from notebook import SHARED_TRAIN
 from tiny import tiny_config, tiny_run, train
-
-pytestmark = pytest.mark.skipif(not SHARED_TRAIN.is_dir(), reason="needs ../shared/data/cifar10-jpg")
 
 
 @pytest.fixture(scope="module")
-def trained(nb, tmp_path_factory):
+def trained(nb, tmp_path_factory, real_train):
     """375 updates of batch 32 on 4,000 real 32x32 images with the default levers (EMA, warmup, clipping):
     about 90 s on 2 cores. The last 1,000 images are held out."""
-    images, _, _ = nb.load_image_folder(str(SHARED_TRAIN), 32)
+    images, _, _ = nb.load_image_folder(str(real_train), 32)
     folder = tmp_path_factory.mktemp("trained")
     config = tiny_config(nb, folder, IMAGE_SIZE=32, CHANNEL_MULTS=(1, 2, 2), TIMESTEPS=1000, BATCH_SIZE=32,
                          EPOCHS=3, MAX_BATCHES_PER_EPOCH=125, LEARNING_RATE=1e-3, WARMUP_STEPS=20, LOG_EVERY=125,
