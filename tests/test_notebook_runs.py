@@ -67,7 +67,8 @@ def test_runs_on_an_image_folder(folder_run):
     assert [p.name for p in sorted(run_dir.iterdir())] == ["step_00000003.pt", "step_00000006.pt"]
     samples = sorted(p.name for p in (folder / "samples" / run_dir.name).iterdir())
     assert samples[:3] == ["denoising.gif", "epoch_0001.png", "epoch_0002.png"]
-    assert [name.split("_")[:2] for name in samples[3:]] == [["generated", "ddim"], ["generated", "ddpm"]]
+    assert [name.split("_")[:2] for name in samples[3:]] == [["generated", "ddim"], ["generated", "ddpm"],
+                                                             ["generated", "dpm-solver++"]]
     assert "5000 training images" in printed(executed)
 
 
@@ -92,7 +93,7 @@ def test_the_denoising_gif_is_shown_inline(folder_run):
 def test_evaluation_gives_fid_and_kid_and_caches_the_real_features(folder_run):
     folder, executed = folder_run
     text = printed(executed)
-    assert re.search(r"FID [\d.]+, KID -?[\d.]+ ± [\d.]+: 20 generated \(DDIM 10 steps\) against 20 training images "
+    assert re.search(r"FID [\d.]+, KID -?[\d.]+ ± [\d.]+: 20 generated \(DPM-Solver\+\+ 10 steps\) against 20 training images "
                      r"at 32x32", text), text[-2000:]
     assert "computed, cached in data/fid_cache/NoTrainInceptionV3_20x32px_" in text
     assert len(list((folder / "data" / "fid_cache").iterdir())) == 1
