@@ -93,7 +93,8 @@ def test_the_denoising_gif_is_shown_inline(folder_run):
 def test_evaluation_gives_fid_and_kid_and_caches_the_real_features(folder_run):
     folder, executed = folder_run
     text = printed(executed)
-    assert re.search(r"FID [\d.]+, KID -?[\d.]+ ± [\d.]+: 20 generated \(DPM-Solver\+\+ 10 steps\) against 20 training images "
+    assert re.search(r"FID [\d.]+, KID -?[\d.]+ ± [\d.]+: 20 generated \(DPM-Solver\+\+ 10 steps\) against "
+                     r"20 training images "
                      r"at 32x32", text), text[-2000:]
     assert "computed, cached in data/fid_cache/NoTrainInceptionV3_20x32px_" in text
     assert len(list((folder / "data" / "fid_cache").iterdir())) == 1
