@@ -31,4 +31,4 @@ def test_gpu_epoch_script_smoke_run_on_the_cpu(tmp_path):
     default = figures["levers"]["float32 (default)"]
     assert default["images_per_s"] > 0 and default["max_loss_deviation"] == 0  # the reference curve is itself
     assert figures["train_epoch"]["float32 (default)"]["seconds"] > 0
-    assert figures["sampling"]["8"]["ddim_images_per_s"] > 0
+    assert figures["sampling"]["8"]["ddim_50_images_per_s"] > 0
