@@ -58,7 +58,7 @@ def test_the_sampler_explorer_rejects_more_steps_than_the_schedule_has(nb, setup
         nb.explore_sampler(run.model, 16, torch.device("cpu"), run.schedule, config, "ddim", 11, 0.0, seed=0)
 
 
-@pytest.mark.parametrize("sampler, steps_taken", [("ddim", 5), ("ddpm", 10)])
+@pytest.mark.parametrize("sampler, steps_taken", [("ddim", 5), ("dpm++", 5), ("ddpm", 10)])
 def test_the_denoising_gif_follows_one_sample_to_the_generated_image(nb, setup, tmp_path, sampler, steps_taken):
     config, run = setup
     config = nb.dataclasses.replace(config, sampler=sampler)
