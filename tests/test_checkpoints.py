@@ -346,3 +346,13 @@ def test_training_writes_checkpoints_and_grids_of_raw_and_ema_samples(nb, tmp_pa
     assert [p.name for p in grids] == ["epoch_0001.png", "epoch_0002.png"]
     # 2x2 images of 16 px with 2 px padding per panel: 38 px; raw and EMA panels 8 px apart
     assert PIL.Image.open(grids[0]).size == (width, 38)
+
+
+def test_a_checkpoint_from_before_v_prediction_resumes_as_an_eps_model(nb, tmp_path):
+    """Checkpoints written before PREDICTION and MIN_SNR_GAMMA existed trained eps with the plain MSE."""
+    config = tiny_config(nb, tmp_path, EPOCHS=1)
+    older = {key: value for key, value in nb.dataclasses.asdict(config).items()
+             if key not in ("prediction", "min_snr_gamma")}
+    nb.check_compatible(older, config, "old.pt")  # no error, no note
+    with pytest.raises(nb.ConfigError, match="PREDICTION: checkpoint 'eps', parameters 'v'"):
+        nb.check_compatible(older, dataclasses.replace(config, prediction="v"), "old.pt")
