@@ -71,8 +71,11 @@ def straight(nb, tmp_path_factory):
 def test_resume_in_a_fresh_process_is_bitwise_identical(nb, tmp_path, monkeypatch, straight, stop):
     config = tiny_config(nb, tmp_path, EPOCHS=3, COSINE_LR=True)
     run_dir = tmp_path / "checkpoints" / "run-a"
-    if stop == "epoch end":
-        train(nb, dataclasses.replace(config, epochs=1), tiny_images(), tiny_run(nb, config), run_dir)
+    if stop == "epoch end":  # stopped as epoch 2 begins: the checkpoint is epoch 1's last update
+        interrupt_at_update(nb, monkeypatch, 4)
+        with pytest.raises(KeyboardInterrupt):
+            train(nb, config, tiny_images(), tiny_run(nb, config), run_dir)
+        assert nb.load_checkpoint(run_dir / "step_00000003.pt")["progress"]["batch"] == 0  # at the epoch's end
     else:
         interrupt_at_update(nb, monkeypatch, 5)  # epoch 2, its second update
         with pytest.raises(KeyboardInterrupt):
