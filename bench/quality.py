@@ -199,7 +199,6 @@ def to_uint8(x):
 def check_scorer(score, count):
     """The scorer's ranking on images of known quality: real held-out images, the same blurred, and noise."""
     generator = torch.Generator().manual_seed(1)
-    real = score.test_images[torch.randperm(len(score.test_images), generator=generator)[:count]]
     # Real images the reference does not hold: the scorer's own training images are the only other real ones,
     # so the fair "real" row compares one half of the test set with the other.
     half = len(score.test_images) // 2
@@ -211,7 +210,7 @@ def check_scorer(score, count):
         ("real (other half of the test set)", first[:count]),
         ("real, blurred (Gaussian, sigma 1 px)", blur(first[:count], 1.0)),
         ("real, blurred (Gaussian, sigma 2 px)", blur(first[:count], 2.0)),
-        ("uniform noise", torch.randint(0, 256, real.shape, dtype=torch.uint8, generator=generator)),
+        ("uniform noise", torch.randint(0, 256, first[:count].shape, dtype=torch.uint8, generator=generator)),
     ]:
         generated = features(score.scorer, images)
         kid_mean, kid_std = kid(generated, reference)
@@ -268,7 +267,8 @@ def train_notebook(images, config, updates, log_every=100):
 
 
 def notebook_sampler(model, schedule, config, sampler, steps):
-    """A function batch -> images in [-1, 1] for the sampler named ("ddim", "ddpm", or a later addition)."""
+    """A function (count, generator) -> images in [-1, 1] from `model` with the notebook's sampler named by
+    SAMPLER's values ("ddpm", "ddim", "dpm++") and `steps`."""
     settings = dataclasses.replace(config, sampler=sampler, sampling_steps=steps)
 
     def draw(count, generator):
