@@ -239,12 +239,27 @@ def notebook_config(data, batch, overrides):
     return nb.Config.from_parameters(parameters)
 
 
-def train_notebook(images, config, updates, log_every=100):
-    """`updates` optimizer updates with the notebook's train_update, the data order of its epochs, and its EMA."""
+def ema_track_decay(track):
+    """The decay after update n (0-based) of an extra EMA track that --ema-tracks names, screened beside the
+    notebook's own: "power:G" is Karras et al.'s (2024) power-function EMA, (1 - 1/(n+1))^(G+1), whose window stays
+    a fixed fraction of the run's length (G = 6.94 is their sigma_rel 0.10, G = 16.97 sigma_rel 0.05)."""
+    kind, _, value = track.partition(":")
+    if kind != "power" or not value:
+        raise SystemExit(f"--ema-tracks: {track!r} is not raw or power:G (G a number, e.g. power:3)")
+    exponent = float(value) + 1
+    return lambda update: (1 - 1 / (update + 1)) ** exponent
+
+
+def train_notebook(images, config, updates, log_every=100, ema_tracks=()):
+    """`updates` optimizer updates with the notebook's train_update, the data order of its epochs, and its EMA.
+    Returns (the weights to sample from, by name: "ema" and each of `ema_tracks`, schedule, losses); "raw" in
+    `ema_tracks` is the trained weights themselves."""
     device = torch.device("cpu")
     torch.manual_seed(config.seed)
     model = nb.UNet(config.base_channels, config.channel_mults, config.dropout)
     ema_model = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
+    tracks = {track: (copy.deepcopy(model).requires_grad_(False), ema_track_decay(track))
+              for track in ema_tracks if track != "raw"}
     optimizer = nb.make_optimizer(model, config.learning_rate)
     lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, updates, config.cosine_lr)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
@@ -258,12 +273,16 @@ def train_notebook(images, config, updates, log_every=100):
                 break
             pending.append(nb.train_update(model, ema_model, optimizer, lr_scheduler, images, order, flips,
                                            first_batch, epoch, schedule, config, device, update))
+            for track_model, decay in tracks.values():
+                nb.update_ema(track_model, model, decay(update))
             update += 1
             if update % log_every == 0 or update == updates:
                 nb.record_losses(pending, progress)
                 print(f"  update {update}: loss {np.mean(progress['losses'][-log_every:]):.4f}", flush=True)
         epoch += 1
-    return (ema_model if ema_model is not None else model), schedule, progress["losses"]
+    weights = {"ema": ema_model if ema_model is not None else model}
+    weights.update({track: model.eval() if track == "raw" else tracks[track][0] for track in ema_tracks})
+    return weights, schedule, progress["losses"]
 
 
 def notebook_sampler(model, schedule, config, sampler, steps):
@@ -367,6 +386,9 @@ def main():
     parser.add_argument("--samplers", default="ddim:50", help="comma-separated NAME:STEPS, e.g. ddim:50,dpm:20")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a notebook parameter for this row, e.g. LEARNING_RATE=1e-3")
+    parser.add_argument("--ema-tracks", default="", metavar="TRACKS",
+                        help="also sample, with the first sampler, from these weights of the same run: raw (no "
+                             "EMA) or power:G (Karras et al.'s power-function EMA), comma-separated")
     parser.add_argument("--peer", choices=sorted(PEERS), help="train lucidrains' model instead of the notebook's")
     parser.add_argument("--scorer-epochs", type=int, help="default: about 200,000 images' worth")
     parser.add_argument("--check-scorer", action="store_true", help="only score real, blurred and noise images")
@@ -401,36 +423,41 @@ def main():
     if args.peer:
         model, losses = train_lucidrains(images, args.peer, args.updates, args.batch, 0,
                                          int(args.samplers.split(",")[0].split(":")[1]))
-        samplers = {f"its ddim:{model.sampling_timesteps}": lucidrains_sampler(model)}
+        samplers = {(f"its ddim:{model.sampling_timesteps}", "ema"): lucidrains_sampler(model)}
         row_name = args.peer
     else:
         config = notebook_config(args.data, args.batch, overrides)
-        model, schedule, losses = train_notebook(images, config, args.updates)
+        ema_tracks = [track for track in args.ema_tracks.split(",") if track]
+        weights, schedule, losses = train_notebook(images, config, args.updates, ema_tracks=ema_tracks)
         samplers = {}
         for entry in args.samplers.split(","):
             name, steps = entry.split(":")
-            samplers[entry] = notebook_sampler(model, schedule, config, name, int(steps))
+            samplers[entry, "ema"] = notebook_sampler(weights["ema"], schedule, config, name, int(steps))
+        first = args.samplers.split(",")[0]
+        for track in ema_tracks:  # with the first sampler only
+            name, steps = first.split(":")
+            samplers[first, track] = notebook_sampler(weights[track], schedule, config, name, int(steps))
         row_name = "notebook " + (" ".join(args.set) or "defaults")
     train_seconds = time.perf_counter() - started
     print(f"trained {args.updates} updates in {train_seconds / 60:.1f} min; "
           f"mean loss of the last 100 {np.mean(losses[-100:]):.4f}")
 
-    for sampler, draw in samplers.items():
+    for (sampler, weights_name), draw in samplers.items():
         started = time.perf_counter()
         generated = generate_all(draw, args.samples, 100, seed=12345)
         sample_seconds = time.perf_counter() - started
         result = score(generated)
-        row = {"row": row_name, "sampler": sampler, "updates": args.updates, "batch": args.batch,
-               "samples": args.samples, "data": args.data, "train_images": len(images), **result,
+        row = {"row": row_name, "sampler": sampler, "weights": weights_name, "updates": args.updates,
+               "batch": args.batch, "samples": args.samples, "data": args.data, "train_images": len(images), **result,
                "train_min": train_seconds / 60, "sample_min": sample_seconds / 60,
                "final_loss": float(np.mean(losses[-100:])), "command": command}
-        print(f"RESULT {row_name} | {sampler} | FD {result['fd']:.3f} | KID x1000 {result['kid_x1000']:.3f} "
-              f"+- {result['kid_x1000_std']:.3f} | train {train_seconds / 60:.1f} min | "
-              f"sample {sample_seconds / 60:.1f} min", flush=True)
+        print(f"RESULT {row_name} | {sampler} | {weights_name} | FD {result['fd']:.3f} | "
+              f"KID x1000 {result['kid_x1000']:.3f} +- {result['kid_x1000_std']:.3f} | "
+              f"train {train_seconds / 60:.1f} min | sample {sample_seconds / 60:.1f} min", flush=True)
         if args.json:
             with open(args.json, "a") as file:
                 file.write(json.dumps(row) + "\n")
-        tag = hashlib.sha256((command + sampler).encode()).hexdigest()[:8]
+        tag = hashlib.sha256((command + sampler + weights_name).encode()).hexdigest()[:8]
         save_image(generated[:64].float() / 255, Path(args.cache) / f"samples-{tag}.png", nrow=8)
         print(f"  64 of the samples: {Path(args.cache) / f'samples-{tag}.png'}")
 

@@ -55,3 +55,14 @@ def test_scorer_check_ranks_real_images_first(image_folder, tmp_path):
     rows = json.loads(out.read_text())["check_scorer"]
     real = rows["real (other half of the test set)"]["fd"]
     assert real < rows["uniform noise"]["fd"]
+
+
+def test_extra_ema_tracks_are_scored_from_the_same_run(image_folder, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    run_quality(image_folder, "--quick", "--samplers", "dpm++:5", "--ema-tracks", "raw,power:3",
+                "--cache", tmp_path / "cache", "--json", out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(row["sampler"], row["weights"]) for row in rows] == [("dpm++:5", "ema"), ("dpm++:5", "raw"),
+                                                                   ("dpm++:5", "power:3")]
+    assert len({row["train_min"] for row in rows}) == 1  # one trained model, three sets of weights
+    assert len({row["fd"] for row in rows}) == 3  # and they differ
