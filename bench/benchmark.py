@@ -91,7 +91,7 @@ def training_numbers(model, config, images, device, repeats):
     """Images/s of one training update with the data path (slicing, upscaling, flipping) and without it."""
     model = model.to(device).train()
     optimizer = nb.make_optimizer(model, config.learning_rate)
-    lr_scheduler = nb.make_lr_scheduler(optimizer, 0, 1, False)
+    state = nb.TrainingState(model, None, optimizer, nb.make_lr_scheduler(optimizer, 0, 1, False))
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end).to(device)
     order, flips = nb.epoch_order(len(images), config.seed, 0)
     batch = config.batch_size
@@ -99,8 +99,7 @@ def training_numbers(model, config, images, device, repeats):
 
     def update_with_data():
         start = next(first) % (len(images) // batch)
-        nb.train_update(model, None, optimizer, lr_scheduler, images, order, flips, start, 0, schedule, config,
-                        device, 0)
+        nb.train_update(state, images, order, flips, start, 0, schedule, config, device, 0)
 
     x_0 = nb.prepare_batch(images, order[:batch], flips[:batch], config.image_size, device)
     prepare_batch = nb.prepare_batch
@@ -108,8 +107,7 @@ def training_numbers(model, config, images, device, repeats):
     def update_without_data():  # the same update, handed a ready batch instead of preparing one
         nb.prepare_batch = lambda *args: x_0
         try:
-            nb.train_update(model, None, optimizer, lr_scheduler, images, order, flips, 0, 0, schedule, config,
-                            device, 0)
+            nb.train_update(state, images, order, flips, 0, 0, schedule, config, device, 0)
         finally:
             nb.prepare_batch = prepare_batch
 
@@ -170,8 +168,8 @@ def one_training_update(config, device):
     optimizer = nb.make_optimizer(model, config.learning_rate)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end).to(device)
     order, flips = nb.epoch_order(config.batch_size, config.seed, 0)
-    nb.train_update(model, None, optimizer, nb.make_lr_scheduler(optimizer, 0, 1, False), images, order, flips, 0, 0,
-                    schedule, config, device, 0)
+    state = nb.TrainingState(model, None, optimizer, nb.make_lr_scheduler(optimizer, 0, 1, False))
+    nb.train_update(state, images, order, flips, 0, 0, schedule, config, device, 0)
 
 
 def peak_memory(config, device, quick):

@@ -99,8 +99,8 @@ def time_updates(config, device, images, schedule, updates, channels_last, compi
     order, flips = order.to(device), flips.to(device)
     stats, started, first = [], time.perf_counter(), None
     for update in range(updates):
-        stats.append(nb.train_update(step_model, ema, optimizer, lr_scheduler, images, order, flips,
-                                     update % batches, 0, schedule, config, device, update))
+        stats.append(nb.train_update(nb.TrainingState(step_model, ema, optimizer, lr_scheduler), images, order,
+                                     flips, update % batches, 0, schedule, config, device, update))
         if update == 0:
             synchronize(device)
             first = time.perf_counter() - started
@@ -119,8 +119,8 @@ def epoch_seconds(config, device, images, schedule, channels_last, compile_mode,
                                     checkpoint_dir=str(out / "checkpoints"), sample_dir=str(out / "samples"))
     model, _, ema, optimizer, lr_scheduler = build(config, device, channels_last, None)  # train() compiles
     started = time.perf_counter()
-    nb.train(model, ema, optimizer, lr_scheduler, images, schedule, config, device, nb.new_progress(),
-             nb.new_run_dir(config.checkpoint_dir), live=False)
+    nb.train(nb.TrainingState(model, ema, optimizer, lr_scheduler), images, schedule, config, device,
+             nb.new_progress(), nb.new_run_dir(config.checkpoint_dir), live=False)
     synchronize(device)
     return {"seconds": time.perf_counter() - started, "images": len(images)}
 

@@ -181,6 +181,8 @@ class Score:
 
     def __init__(self, data, scorer_epochs, cache=CACHE, limit=None):
         self.scorer = load_scorer(data, scorer_epochs, cache, limit)
+        weights = b"".join(tensor.numpy().tobytes() for tensor in self.scorer.state_dict().values())
+        self.name = hashlib.sha256(weights).hexdigest()[:8]  # rows are comparable only under the same scorer
         self.test_images, _ = folder_images(Path(data) / "test", cache)
         self.reference = features(self.scorer, self.test_images)
 
@@ -262,6 +264,7 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=()):
               for track in ema_tracks if track != "raw"}
     optimizer = nb.make_optimizer(model, config.learning_rate)
     lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, updates, config.cosine_lr)
+    state = nb.TrainingState(model, ema_model, optimizer, lr_scheduler)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
     num_batches = nb.batches_per_epoch(len(images), config.batch_size, config.grad_accum_steps)
     progress, pending, update, epoch = nb.new_progress(), [], 0, 0
@@ -271,8 +274,8 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=()):
         for first_batch in range(0, num_batches, config.grad_accum_steps):
             if update == updates:
                 break
-            pending.append(nb.train_update(model, ema_model, optimizer, lr_scheduler, images, order, flips,
-                                           first_batch, epoch, schedule, config, device, update))
+            pending.append(nb.train_update(state, images, order, flips, first_batch, epoch, schedule, config, device,
+                                           update))
             for track_model, decay in tracks.values():
                 nb.update_ema(track_model, model, decay(update))
             update += 1
@@ -414,7 +417,7 @@ def main():
         rows = check_scorer(score, min(args.samples, len(score.test_images) // 2))
         if args.json:
             with open(args.json, "a") as file:
-                file.write(json.dumps({"check_scorer": rows, "data": args.data}) + "\n")
+                file.write(json.dumps({"check_scorer": rows, "data": args.data, "scorer": score.name}) + "\n")
         return
 
     images, _ = folder_images(Path(args.data) / "train", args.cache)
@@ -450,7 +453,7 @@ def main():
         row = {"row": row_name, "sampler": sampler, "weights": weights_name, "updates": args.updates,
                "batch": args.batch, "samples": args.samples, "data": args.data, "train_images": len(images), **result,
                "train_min": train_seconds / 60, "sample_min": sample_seconds / 60,
-               "final_loss": float(np.mean(losses[-100:])), "command": command}
+               "final_loss": float(np.mean(losses[-100:])), "scorer": score.name, "command": command}
         print(f"RESULT {row_name} | {sampler} | {weights_name} | FD {result['fd']:.3f} | "
               f"KID x1000 {result['kid_x1000']:.3f} +- {result['kid_x1000_std']:.3f} | "
               f"train {train_seconds / 60:.1f} min | sample {sample_seconds / 60:.1f} min", flush=True)

@@ -109,7 +109,8 @@ def page(lab):
 
 
 def prompts(page):
-    return page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+    """Each code cell's prompt, "[3]:"; a collapsed cell's placeholder has a prompt of its own, outside the input."""
+    return page.locator(".jp-CodeCell .jp-InputArea .jp-InputPrompt").all_inner_texts()
 
 
 def run_all_cells(page, attempts=3):
@@ -206,3 +207,20 @@ def test_moving_the_timestep_slider_redraws_the_image(page):
                            timeout=30_000)
     assert forward.locator(".widget-readout").inner_text().strip() == str(SMALL["TIMESTEPS"] - 1)
     shoot(forward, "timestep-slider-moved")
+
+
+def test_the_plumbing_cells_are_collapsed_and_the_papers_code_is_open(page):
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    collapsed = [cell.source for cell in notebook.cells
+                 if cell.cell_type == "code" and cell.metadata.get("jupyter", {}).get("source_hidden")]
+    assert any("class Config" in source for source in collapsed) and any("def save_atomically" in source
+                                                                        for source in collapsed)
+    placeholders = page.locator(".jp-CodeCell .jp-InputPlaceholder")
+    assert placeholders.count() == len(collapsed)
+    assert all(placeholders.nth(i).is_visible() for i in range(placeholders.count()))
+    assert not page.locator(".jp-CodeCell .jp-InputArea", has_text="class Config").is_visible()
+    for code in ("def forward_diffusion", "def dpm_solver_reverse_process", "def train_update", "def train(",
+                 "# The settings changed most often"):
+        assert page.locator(".jp-CodeCell .jp-InputArea", has_text=code).first.is_visible(), code
+    page.locator(".jp-Cell").first.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "top-of-the-notebook.png")

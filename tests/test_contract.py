@@ -74,3 +74,44 @@ def test_notebook_passes_ruff():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", str(NOTEBOOK), str(ROOT / "tests")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def hidden(cell):
+    return cell["metadata"].get("jupyter", {}).get("source_hidden", False)
+
+
+def test_collapsed_cells_are_plumbing_under_a_one_line_note():
+    all_cells = cells()
+    collapsed = [i for i, cell in enumerate(all_cells) if hidden(cell)]
+    assert len(collapsed) >= 5  # the checks, checkpoints, resuming, the live panel, Inception and its cache
+    for i in collapsed:
+        note = all_cells[i - 1]
+        assert "definitions" in all_cells[i]["metadata"].get("tags", []), source(all_cells[i])[:80]
+        assert note["cell_type"] == "markdown" and "(collapsed)" in source(note), source(note)[:80]
+        assert "\n" not in source(note).strip(), f"not one line: {source(note)[:80]}"
+
+
+def test_the_papers_code_stays_open():
+    for name in ("make_schedule", "forward_diffusion", "reverse_process", "ddim_reverse_process",
+                 "dpm_solver_reverse_process", "UNet", "diffusion_losses", "train_update", "train", "fid_kid"):
+        (cell,) = [cell for cell in cells() if re.search(rf"^(def|class) {name}\b", source(cell), re.M)]
+        assert not hidden(cell), name
+
+
+def test_the_parameters_come_right_after_the_setup_cells():
+    all_cells = cells()
+    before = all_cells[: all_cells.index(cells("parameters")[0])]
+    open_code = [source(cell).split("\n")[0] for cell in before if cell["cell_type"] == "code" and not hidden(cell)]
+    assert len(open_code) == 3, open_code  # the version check, the imports, the device
+    first = ast.parse(source(cells("parameters")[0])).body[:7]
+    assert {statement.targets[0].id for statement in first} == {"IMAGE_SIZE", "BATCH_SIZE", "LEARNING_RATE",
+                                                                "TIMESTEPS", "EPOCHS", "BETA_START", "BETA_END"}
+
+
+def test_the_contents_link_every_section():
+    contents = source(cells()[0])
+    headings = [line[3:] for cell in cells() if cell["cell_type"] == "markdown"
+                for line in source(cell).splitlines() if re.match(r"## \d\. ", line)]
+    assert len(headings) == 9
+    for heading in headings:  # JupyterLab's anchor of a heading: its text with spaces as dashes
+        assert f"(#{heading.replace(' ', '-')})" in contents, heading

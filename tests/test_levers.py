@@ -87,8 +87,7 @@ def test_gradient_norm_is_clipped(nb, tmp_path, grad_clip):
     config = tiny_config(nb, tmp_path, GRAD_CLIP=grad_clip)
     run = tiny_run(nb, config)
     order, flips = nb.epoch_order(24, config.seed, 0)
-    nb.train_update(run.model, run.ema, run.optimizer, run.lr_scheduler, tiny_images(), order, flips, 0, 0,
-                    run.schedule, config, torch.device("cpu"), 0)
+    nb.train_update(run.state, tiny_images(), order, flips, 0, 0, run.schedule, config, torch.device("cpu"), 0)
     norm = torch.cat([p.grad.flatten() for p in run.model.parameters() if p.grad is not None]).norm().item()
     assert (norm <= 1e-3 * 1.001) == (grad_clip is not None)
 
@@ -178,15 +177,17 @@ def test_micro_batches_and_accumulation_give_the_whole_batchs_update(nb, tmp_pat
                              EMA_DECAY=None, MAX_BATCHES_PER_EPOCH=None)
         run = tiny_run(nb, config)
         torch.nn.init.normal_(run.model.output[-1].weight, std=0.1)  # gradients reach every layer
-        stats = nb.train_update(run.model, None, run.optimizer, run.lr_scheduler, images, order, flips, 0, 0,
-                                run.schedule, config, torch.device("cpu"), 0)
+        stats = nb.train_update(run.state, images, order, flips, 0, 0, run.schedule, config, torch.device("cpu"), 0)
         results.append((stats[0].item(), [p.grad.clone() for p in run.model.parameters()],
                         [p.detach().clone() for p in run.model.parameters()]))
     (loss, grads, weights), (other_loss, other_grads, other_weights) = results
     assert other_loss == pytest.approx(loss, rel=1e-5)
     for a, b in zip(grads, other_grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
-    # Adam's first step moves each weight by about lr = 1e-4 (less where |gradient| is near its epsilon, and
-    # there float rounding of the gradient shows): the same to within 5% of a step
-    for a, b in zip(weights, other_weights, strict=True):
-        torch.testing.assert_close(b, a, rtol=0, atol=5e-6)
+    # Adam's first step moves each weight by lr * g / (|g| + eps), about lr = 1e-4: the same to within 5% of a step
+    # wherever the gradient is well above the float rounding the comparison above allows (1e-7; how it rounds
+    # depends on the thread count), and by at most one step where it is not
+    for a, b, gradient in zip(weights, other_weights, grads, strict=True):
+        clear = gradient.abs() > 1e-5
+        torch.testing.assert_close(b[clear], a[clear], rtol=0, atol=5e-6)
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-4)

@@ -37,16 +37,19 @@ def tiny_images(count=24, size=16):
 
 def tiny_run(nb, config, updates_per_epoch=3, num_classes=None):
     """A new run as the notebook's setup cells build it, seeded from config.seed: model, ema, optimizer,
-    lr_scheduler, schedule and progress."""
+    lr_scheduler, the four as the notebook's TrainingState (state), schedule and progress."""
     torch.manual_seed(config.seed)
     model = nb.UNet(config.base_channels, config.channel_mults, config.dropout, num_classes)
     optimizer = nb.make_optimizer(model, config.learning_rate)
+    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
+    lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, config.epochs * updates_per_epoch,
+                                        config.cosine_lr)
     return SimpleNamespace(
         model=model,
-        ema=copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None,
+        ema=ema,
         optimizer=optimizer,
-        lr_scheduler=nb.make_lr_scheduler(optimizer, config.warmup_steps, config.epochs * updates_per_epoch,
-                                          config.cosine_lr),
+        lr_scheduler=lr_scheduler,
+        state=nb.TrainingState(model, ema, optimizer, lr_scheduler),
         schedule=nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end),
         progress=nb.new_progress(),
     )
@@ -54,12 +57,11 @@ def tiny_run(nb, config, updates_per_epoch=3, num_classes=None):
 
 def train(nb, config, images, run, run_dir, labels=None, class_names=None):
     """The notebook's training cell, without the live display."""
-    return nb.train(run.model, run.ema, run.optimizer, run.lr_scheduler, images, run.schedule, config,
-                    torch.device("cpu"), run.progress, run_dir, live=False, labels=labels, class_names=class_names)
+    return nb.train(run.state, images, run.schedule, config, torch.device("cpu"), run.progress, run_dir, live=False,
+                    labels=labels, class_names=class_names)
 
 
 def restore(nb, checkpoint, path, run, config):
     """The notebook's resume cell: load `checkpoint` into `run` and make its progress the run's."""
-    run.progress = nb.restore_checkpoint(checkpoint, path, run.model, run.ema, run.optimizer, run.lr_scheduler,
-                                         config)
+    run.progress = nb.restore_checkpoint(checkpoint, path, run.state, config)
     return run
