@@ -44,6 +44,7 @@ from tiny import default_parameters  # noqa: E402  (the parameters cell's values
 
 nb = load_definitions()
 CACHE = ROOT / "bench" / "cache"
+SCORERS = ROOT / "bench" / "scorers"  # committed scorers: every session and machine scores with the same weights
 BENCH_DEFAULTS = dict(IMAGE_SIZE=32, BASE_CHANNELS=32, CHANNEL_MULTS=(1, 2, 4), MICRO_BATCH_SIZE="auto")
 
 
@@ -125,14 +126,17 @@ def accuracy(model, images, labels):
 
 
 def load_scorer(data, epochs, cache=CACHE, limit=None):
-    """The classifier trained on DATA/train, or `limit` of its images spread over the classes (cached by their
-    hash and the epochs)."""
+    """The classifier trained on DATA/train, or `limit` of its images spread over the classes: the committed one
+    for these images and epochs (bench/scorers/), else one trained here and cached. Training it again gives other
+    weights (multithreaded CPU convolutions do not add up in a fixed order), so rows are comparable only under
+    one scorer: each row names its scorer's hash."""
     images, labels = folder_images(Path(data) / "train", cache)
     if limit is not None:
         every = max(1, len(images) // limit)
         images, labels = images[::every][:limit], labels[::every][:limit]
     digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:12]
-    path = Path(cache) / f"scorer-{digest}-{epochs}ep.pt"
+    name = f"scorer-{digest}-{epochs}ep.pt"
+    path = SCORERS / name if (SCORERS / name).exists() else Path(cache) / name
     model = Classifier(int(labels.max()) + 1)
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
