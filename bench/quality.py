@@ -256,10 +256,11 @@ def ema_track_decay(track):
     return lambda update: (1 - 1 / (update + 1)) ** exponent
 
 
-def train_notebook(images, config, updates, log_every=100, ema_tracks=()):
+def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_betas=None):
     """`updates` optimizer updates with the notebook's train_update, the data order of its epochs, and its EMA.
     Returns (the weights to sample from, by name: "ema" and each of `ema_tracks`, schedule, losses); "raw" in
-    `ema_tracks` is the trained weights themselves."""
+    `ema_tracks` is the trained weights themselves. `adam_betas`: Adam's (beta1, beta2) instead of torch's
+    (0.9, 0.999), a lever screened here only."""
     device = torch.device("cpu")
     torch.manual_seed(config.seed)
     model = nb.UNet(config.base_channels, config.channel_mults, config.dropout)
@@ -267,6 +268,9 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=()):
     tracks = {track: (copy.deepcopy(model).requires_grad_(False), ema_track_decay(track))
               for track in ema_tracks if track != "raw"}
     optimizer = nb.make_optimizer(model, config.learning_rate)
+    if adam_betas is not None:
+        for group in optimizer.param_groups:
+            group["betas"] = adam_betas
     lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, updates, config.cosine_lr)
     state = nb.TrainingState(model, ema_model, optimizer, lr_scheduler)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
@@ -396,6 +400,8 @@ def main():
     parser.add_argument("--ema-tracks", default="", metavar="TRACKS",
                         help="also sample, with the first sampler, from these weights of the same run: raw (no "
                              "EMA) or power:G (Karras et al.'s power-function EMA), comma-separated")
+    parser.add_argument("--adam-betas", metavar="B1,B2", help="Adam's betas for this row, e.g. 0.9,0.99 "
+                        "(lucidrains' Trainer); torch's default is 0.9,0.999")
     parser.add_argument("--peer", choices=sorted(PEERS), help="train lucidrains' model instead of the notebook's")
     parser.add_argument("--scorer-epochs", type=int, help="default: about 200,000 images' worth")
     parser.add_argument("--check-scorer", action="store_true", help="only score real, blurred and noise images")
@@ -435,7 +441,9 @@ def main():
     else:
         config = notebook_config(args.data, args.batch, overrides)
         ema_tracks = [track for track in args.ema_tracks.split(",") if track]
-        weights, schedule, losses = train_notebook(images, config, args.updates, ema_tracks=ema_tracks)
+        adam_betas = tuple(float(b) for b in args.adam_betas.split(",")) if args.adam_betas else None
+        weights, schedule, losses = train_notebook(images, config, args.updates, ema_tracks=ema_tracks,
+                                                   adam_betas=adam_betas)
         samplers = {}
         for entry in args.samplers.split(","):
             name, steps = entry.split(":")
@@ -444,7 +452,8 @@ def main():
         for track in ema_tracks:  # with the first sampler only
             name, steps = first.split(":")
             samplers[first, track] = notebook_sampler(weights[track], schedule, config, name, int(steps))
-        row_name = "notebook " + (" ".join(args.set) or "defaults")
+        row_name = "notebook " + (" ".join(args.set + ([f"adam-betas={args.adam_betas}"] if args.adam_betas else []))
+                                  or "defaults")
     train_seconds = time.perf_counter() - started
     print(f"trained {args.updates} updates in {train_seconds / 60:.1f} min; "
           f"mean loss of the last 100 {np.mean(losses[-100:]):.4f}")

@@ -33,12 +33,27 @@ def test_ema_copies_buffers_instead_of_averaging_them(nb):
     assert torch.equal(ema.running_mean, model.running_mean)
 
 
-def test_ema_warmup_makes_early_decay_small(nb):
-    assert nb.ema_decay(0, 0.9999) == pytest.approx(0.1)
-    assert nb.ema_decay(100, 0.9999) < 0.92 and nb.ema_decay(1000, 0.9999) < 0.992
+def test_the_ema_decay_grows_with_the_run_as_a_power_function(nb):
+    assert nb.ema_decay(0, 0.9999) == 0  # the first update copies the weights
+    for n in (100, 1000, 10_000):  # (1 - 1/n)^(gamma + 1), gamma = 16.97: 0.835, 0.982, 0.9982
+        assert nb.ema_decay(n - 1, 0.9999) == pytest.approx((1 - 1 / n) ** 17.97)
     assert nb.ema_decay(10**6, 0.9999) == 0.9999
     decays = [nb.ema_decay(n, 0.9999) for n in range(1000)]
     assert decays == sorted(decays)
+
+
+def test_the_ema_trails_a_moving_weight_by_the_same_fraction_of_any_run(nb):
+    """A weight that grows by 1 each update: a power-function EMA lags it by n / (gamma + 2), 5% of the run,
+    after 1,000 updates as after 10,000 (a fixed decay would lag by 1 / (1 - decay) at any length)."""
+    model, ema = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    lags = {}
+    for update in range(10_000):
+        with torch.no_grad():
+            model.weight.fill_(update + 1.0)
+        nb.update_ema(ema, model, nb.ema_decay(update, 0.9999))
+        if update + 1 in (1000, 10_000):
+            lags[update + 1] = (update + 1 - ema.weight.item()) / (update + 1)
+    assert lags[1000] == pytest.approx(1 / 18.97, rel=0.02) and lags[10_000] == pytest.approx(1 / 18.97, rel=0.02)
 
 
 def test_training_keeps_an_ema_that_lags_the_weights(nb, tmp_path):

@@ -66,3 +66,11 @@ def test_extra_ema_tracks_are_scored_from_the_same_run(image_folder, tmp_path):
                                                                    ("dpm++:5", "power:3")]
     assert len({row["train_min"] for row in rows}) == 1  # one trained model, three sets of weights
     assert len({row["fd"] for row in rows}) == 3  # and they differ
+
+
+def test_adam_betas_are_a_screened_lever_of_the_row(image_folder, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    run_quality(image_folder, "--quick", "--samplers", "dpm++:5", "--adam-betas", "0.9,0.99",
+                "--cache", tmp_path / "cache", "--json", out)
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["row"] == "notebook adam-betas=0.9,0.99" and row["fd"] >= 0
