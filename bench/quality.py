@@ -246,14 +246,14 @@ def notebook_config(data, batch, overrides):
 
 
 def ema_track_decay(track):
-    """The decay after update n (0-based) of an extra EMA track that --ema-tracks names, screened beside the
-    notebook's own: "power:G" is Karras et al.'s (2024) power-function EMA, (1 - 1/(n+1))^(G+1), whose window stays
-    a fixed fraction of the run's length (G = 6.94 is their sigma_rel 0.10, G = 16.97 sigma_rel 0.05)."""
+    """The decay as a function of the update (0-based) of an extra EMA track that --ema-tracks names, screened
+    beside the notebook's own: "power:G" is the notebook's power-function EMA with gamma G and no cap (G = 6.94 is
+    Karras et al.'s sigma_rel 0.10, G = 16.97 their 0.05, the notebook's)."""
     kind, _, value = track.partition(":")
     if kind != "power" or not value:
         raise SystemExit(f"--ema-tracks: {track!r} is not raw or power:G (G a number, e.g. power:3)")
-    exponent = float(value) + 1
-    return lambda update: (1 - 1 / (update + 1)) ** exponent
+    power = float(value)
+    return lambda update: nb.ema_decay(update, 1.0, power)
 
 
 def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_betas=None):
