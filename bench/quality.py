@@ -256,14 +256,20 @@ def ema_track_decay(track):
     return lambda update: nb.ema_decay(update, 1.0, power)
 
 
-def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_betas=None):
+def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_betas=None, output_init=None):
     """`updates` optimizer updates with the notebook's train_update, the data order of its epochs, and its EMA.
     Returns (the weights to sample from, by name: "ema" and each of `ema_tracks`, schedule, losses); "raw" in
-    `ema_tracks` is the trained weights themselves. `adam_betas`: Adam's (beta1, beta2) instead of torch's
-    (0.9, 0.999), a lever screened here only."""
+    `ema_tracks` is the trained weights themselves. Levers screened here only: `adam_betas`, Adam's (beta1, beta2)
+    instead of the notebook's; `output_init`, the U-Net's last convolution started at "zero" or at torch's
+    default ("torch") instead of as the notebook starts it."""
     device = torch.device("cpu")
     torch.manual_seed(config.seed)
     model = nb.UNet(config.base_channels, config.channel_mults, config.dropout)
+    if output_init == "torch":
+        model.output[-1].reset_parameters()
+    elif output_init == "zero":
+        nn.init.zeros_(model.output[-1].weight)
+        nn.init.zeros_(model.output[-1].bias)
     ema_model = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
     tracks = {track: (copy.deepcopy(model).requires_grad_(False), ema_track_decay(track))
               for track in ema_tracks if track != "raw"}
@@ -402,6 +408,8 @@ def main():
                              "EMA) or power:G (Karras et al.'s power-function EMA), comma-separated")
     parser.add_argument("--adam-betas", metavar="B1,B2", help="Adam's betas for this row, e.g. 0.9,0.99 "
                         "(lucidrains' Trainer); torch's default is 0.9,0.999")
+    parser.add_argument("--output-init", choices=("zero", "torch"), help="start the U-Net's last convolution at "
+                        "zero or at torch's default initialisation (default: as the notebook does)")
     parser.add_argument("--peer", choices=sorted(PEERS), help="train lucidrains' model instead of the notebook's")
     parser.add_argument("--scorer-epochs", type=int, help="default: about 200,000 images' worth")
     parser.add_argument("--check-scorer", action="store_true", help="only score real, blurred and noise images")
@@ -443,7 +451,7 @@ def main():
         ema_tracks = [track for track in args.ema_tracks.split(",") if track]
         adam_betas = tuple(float(b) for b in args.adam_betas.split(",")) if args.adam_betas else None
         weights, schedule, losses = train_notebook(images, config, args.updates, ema_tracks=ema_tracks,
-                                                   adam_betas=adam_betas)
+                                                   adam_betas=adam_betas, output_init=args.output_init)
         samplers = {}
         for entry in args.samplers.split(","):
             name, steps = entry.split(":")
@@ -452,8 +460,9 @@ def main():
         for track in ema_tracks:  # with the first sampler only
             name, steps = first.split(":")
             samplers[first, track] = notebook_sampler(weights[track], schedule, config, name, int(steps))
-        row_name = "notebook " + (" ".join(args.set + ([f"adam-betas={args.adam_betas}"] if args.adam_betas else []))
-                                  or "defaults")
+        levers = args.set + ([f"adam-betas={args.adam_betas}"] if args.adam_betas else []) + (
+            [f"output-init={args.output_init}"] if args.output_init else [])
+        row_name = "notebook " + (" ".join(levers) or "defaults")
     train_seconds = time.perf_counter() - started
     print(f"trained {args.updates} updates in {train_seconds / 60:.1f} min; "
           f"mean loss of the last 100 {np.mean(losses[-100:]):.4f}")

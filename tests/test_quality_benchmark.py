@@ -74,3 +74,11 @@ def test_adam_betas_are_a_screened_lever_of_the_row(image_folder, tmp_path):
                 "--cache", tmp_path / "cache", "--json", out)
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert row["row"] == "notebook adam-betas=0.9,0.99" and row["fd"] >= 0
+
+
+def test_the_output_layers_initialisation_is_a_screened_lever_of_the_row(image_folder, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    run_quality(image_folder, "--quick", "--samplers", "dpm++:5", "--output-init", "torch",
+                "--cache", tmp_path / "cache", "--json", out)
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["row"] == "notebook output-init=torch" and row["fd"] >= 0
