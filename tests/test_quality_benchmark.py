@@ -68,17 +68,10 @@ def test_extra_ema_tracks_are_scored_from_the_same_run(image_folder, tmp_path):
     assert len({row["fd"] for row in rows}) == 3  # and they differ
 
 
-def test_adam_betas_are_a_screened_lever_of_the_row(image_folder, tmp_path):
+@pytest.mark.parametrize("option, value", [("--adam-betas", "0.9,0.99"), ("--output-init", "torch")])
+def test_a_screened_lever_names_its_row(image_folder, tmp_path, option, value):
     out = tmp_path / "rows.jsonl"
-    run_quality(image_folder, "--quick", "--samplers", "dpm++:5", "--adam-betas", "0.9,0.99",
+    run_quality(image_folder, "--quick", "--samplers", "dpm++:5", option, value,
                 "--cache", tmp_path / "cache", "--json", out)
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert row["row"] == "notebook adam-betas=0.9,0.99" and row["fd"] >= 0
-
-
-def test_the_output_layers_initialisation_is_a_screened_lever_of_the_row(image_folder, tmp_path):
-    out = tmp_path / "rows.jsonl"
-    run_quality(image_folder, "--quick", "--samplers", "dpm++:5", "--output-init", "torch",
-                "--cache", tmp_path / "cache", "--json", out)
-    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert row["row"] == "notebook output-init=torch" and row["fd"] >= 0
+    assert row["row"] == f"notebook {option[2:]}={value}" and row["fd"] >= 0
