@@ -260,16 +260,13 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_b
     """`updates` optimizer updates with the notebook's train_update, the data order of its epochs, and its EMA.
     Returns (the weights to sample from, by name: "ema" and each of `ema_tracks`, schedule, losses); "raw" in
     `ema_tracks` is the trained weights themselves. Levers screened here only: `adam_betas`, Adam's (beta1, beta2)
-    instead of the notebook's; `output_init`, the U-Net's last convolution started at "zero" or at torch's
-    default ("torch") instead of as the notebook starts it."""
+    instead of the notebook's (0.9, 0.99); `output_init="torch"`, the U-Net's last convolution started at torch's
+    default initialisation instead of the notebook's zeros."""
     device = torch.device("cpu")
     torch.manual_seed(config.seed)
     model = nb.UNet(config.base_channels, config.channel_mults, config.dropout)
     if output_init == "torch":
         model.output[-1].reset_parameters()
-    elif output_init == "zero":
-        nn.init.zeros_(model.output[-1].weight)
-        nn.init.zeros_(model.output[-1].bias)
     ema_model = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
     tracks = {track: (copy.deepcopy(model).requires_grad_(False), ema_track_decay(track))
               for track in ema_tracks if track != "raw"}
@@ -406,10 +403,10 @@ def main():
     parser.add_argument("--ema-tracks", default="", metavar="TRACKS",
                         help="also sample, with the first sampler, from these weights of the same run: raw (no "
                              "EMA) or power:G (Karras et al.'s power-function EMA), comma-separated")
-    parser.add_argument("--adam-betas", metavar="B1,B2", help="Adam's betas for this row, e.g. 0.9,0.99 "
-                        "(lucidrains' Trainer); torch's default is 0.9,0.999")
-    parser.add_argument("--output-init", choices=("zero", "torch"), help="start the U-Net's last convolution at "
-                        "zero or at torch's default initialisation (default: as the notebook does)")
+    parser.add_argument("--adam-betas", metavar="B1,B2", help="Adam's betas for this row, e.g. 0.9,0.999 "
+                        "(torch's default); the notebook's are 0.9,0.99, as lucidrains' Trainer's")
+    parser.add_argument("--output-init", choices=("torch",), help="torch: start the U-Net's last convolution at "
+                        "torch's default initialisation instead of the notebook's zeros")
     parser.add_argument("--peer", choices=sorted(PEERS), help="train lucidrains' model instead of the notebook's")
     parser.add_argument("--scorer-epochs", type=int, help="default: about 200,000 images' worth")
     parser.add_argument("--check-scorer", action="store_true", help="only score real, blurred and noise images")
