@@ -256,17 +256,14 @@ def ema_track_decay(track):
     return lambda update: nb.ema_decay(update, 1.0, power)
 
 
-def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_betas=None, output_init=None):
+def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_betas=None):
     """`updates` optimizer updates with the notebook's train_update, the data order of its epochs, and its EMA.
     Returns (the weights to sample from, by name: "ema" and each of `ema_tracks`, schedule, losses); "raw" in
-    `ema_tracks` is the trained weights themselves. Levers screened here only: `adam_betas`, Adam's (beta1, beta2)
-    instead of the notebook's (0.9, 0.99); `output_init="torch"`, the U-Net's last convolution started at torch's
-    default initialisation instead of the notebook's zeros."""
+    `ema_tracks` is the trained weights themselves. A lever screened here only: `adam_betas`, Adam's (beta1, beta2)
+    instead of the notebook's (0.9, 0.99)."""
     device = torch.device("cpu")
     torch.manual_seed(config.seed)
-    model = nb.UNet(config.base_channels, config.channel_mults, config.dropout)
-    if output_init == "torch":
-        model.output[-1].reset_parameters()
+    model = nb.UNet(config.base_channels, config.channel_mults, config.dropout, output_init=config.output_init)
     ema_model = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
     tracks = {track: (copy.deepcopy(model).requires_grad_(False), ema_track_decay(track))
               for track in ema_tracks if track != "raw"}
@@ -405,8 +402,6 @@ def main():
                              "EMA) or power:G (Karras et al.'s power-function EMA), comma-separated")
     parser.add_argument("--adam-betas", metavar="B1,B2", help="Adam's betas for this row, e.g. 0.9,0.999 "
                         "(torch's default); the notebook's are 0.9,0.99, as lucidrains' Trainer's")
-    parser.add_argument("--output-init", choices=("torch",), help="torch: start the U-Net's last convolution at "
-                        "torch's default initialisation instead of the notebook's zeros")
     parser.add_argument("--peer", choices=sorted(PEERS), help="train lucidrains' model instead of the notebook's")
     parser.add_argument("--scorer-epochs", type=int, help="default: about 200,000 images' worth")
     parser.add_argument("--check-scorer", action="store_true", help="only score real, blurred and noise images")
@@ -448,7 +443,7 @@ def main():
         ema_tracks = [track for track in args.ema_tracks.split(",") if track]
         adam_betas = tuple(float(b) for b in args.adam_betas.split(",")) if args.adam_betas else None
         weights, schedule, losses = train_notebook(images, config, args.updates, ema_tracks=ema_tracks,
-                                                   adam_betas=adam_betas, output_init=args.output_init)
+                                                   adam_betas=adam_betas)
         samplers = {}
         for entry in args.samplers.split(","):
             name, steps = entry.split(":")
@@ -457,8 +452,7 @@ def main():
         for track in ema_tracks:  # with the first sampler only
             name, steps = first.split(":")
             samplers[first, track] = notebook_sampler(weights[track], schedule, config, name, int(steps))
-        levers = args.set + ([f"adam-betas={args.adam_betas}"] if args.adam_betas else []) + (
-            [f"output-init={args.output_init}"] if args.output_init else [])
+        levers = args.set + ([f"adam-betas={args.adam_betas}"] if args.adam_betas else [])
         row_name = "notebook " + (" ".join(levers) or "defaults")
     train_seconds = time.perf_counter() - started
     print(f"trained {args.updates} updates in {train_seconds / 60:.1f} min; "

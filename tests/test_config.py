@@ -51,6 +51,7 @@ def test_config_is_frozen(nb, defaults):
         ("EMA_DECAY", 1.0, "None or a number between 0 and 1"),
         ("SAMPLER", "euler", "'ddpm', 'ddim' or 'dpm++'"),
         ("PREDICTION", "x0", "'eps' or 'v'"),
+        ("OUTPUT_INIT", "xavier", "'torch' or 'zero'"),
         ("MIN_SNR_GAMMA", 0, "None or a positive number"),
         ("SAMPLING_STEPS", 2000, "an integer from 1 to TIMESTEPS (1000)"),
         ("VARIANCE", "learned", "'beta' or 'posterior'"),

@@ -156,18 +156,22 @@ def test_bf16_autocast_trains_close_to_float32(nb, tmp_path):
 
 
 def test_the_fused_optimizer_takes_adams_step_with_beta2_0_99(nb):
+    # Gradients that shrink over 20 updates, as early in training, where beta2 matters: fused Adam matches plain
+    # Adam with betas (0.9, 0.99) exactly, and is 3e-5 away from torch's default 0.999 (the lr is 2e-4).
     torch.manual_seed(1)
-    model = nb.UNet(16, (1, 2))
-    reference = copy.deepcopy(model)
-    fused = nb.make_optimizer(model, 2e-4)
+    layer = torch.nn.Linear(8, 8)
+    reference = copy.deepcopy(layer)
+    fused = nb.make_optimizer(layer, 2e-4)
     plain = torch.optim.Adam(reference.parameters(), lr=2e-4, betas=(0.9, 0.99), foreach=False)
-    for _ in range(3):
-        for m, optimizer in ((model, fused), (reference, plain)):
+    generator = torch.Generator().manual_seed(0)
+    for update in range(20):
+        x = torch.randn(4, 8, generator=generator)
+        for model, optimizer in ((layer, fused), (reference, plain)):
             optimizer.zero_grad()
-            m(torch.ones(2, 3, 8, 8), torch.tensor([1, 5])).square().mean().backward()
+            (model(x).square().mean() / (update + 1)).backward()
             optimizer.step()
-    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    for a, b in zip(layer.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("batch_size, accumulate, micro", [(64, 1, 16), (32, 2, None), (16, 4, 8)])

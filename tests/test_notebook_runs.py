@@ -93,10 +93,10 @@ def test_the_denoising_gif_is_shown_inline(folder_run):
 def test_evaluation_gives_fid_and_kid_and_caches_the_real_features(folder_run):
     folder, executed = folder_run
     text = printed(executed)
-    assert re.search(r"FID [\d.]+, KID -?[\d.]+ ± [\d.]+: 20 generated \(DPM-Solver\+\+ 10 steps\) against "
-                     r"20 training images "
+    assert re.search(r"FID [\d.]+, KID -?[\d.]+ ± [\d.]+: 4 generated \(DPM-Solver\+\+ 10 steps\) against "
+                     r"4 training images "
                      r"at 32x32", text), text[-2000:]
-    assert "computed, cached in data/fid_cache/NoTrainInceptionV3_20x32px_" in text
+    assert "computed, cached in data/fid_cache/NoTrainInceptionV3_4x32px_" in text
     assert len(list((folder / "data" / "fid_cache").iterdir())) == 1
 
 
@@ -116,7 +116,7 @@ def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights, real_
     assert f"Resumed from {Path('checkpoints') / run_dir.name / 'step_00000006.pt'} at epoch 2" in text
     assert "epoch 3/3" in text and "epoch 1/3" not in text and "epoch 2/3" not in text
     assert (run_dir / "step_00000009.pt").exists()
-    assert "real features" in text and "(read from data/fid_cache/NoTrainInceptionV3_20x32px_" in text  # the cache
+    assert "real features" in text and "(read from data/fid_cache/NoTrainInceptionV3_4x32px_" in text  # the cache
 
 
 def test_runs_class_conditional_on_cifar10_in_torchvision_format_without_torchmetrics(tmp_path, monkeypatch):

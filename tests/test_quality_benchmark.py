@@ -68,10 +68,9 @@ def test_extra_ema_tracks_are_scored_from_the_same_run(image_folder, tmp_path):
     assert len({row["fd"] for row in rows}) == 3  # and they differ
 
 
-@pytest.mark.parametrize("option, value", [("--adam-betas", "0.9,0.99"), ("--output-init", "torch")])
-def test_a_screened_lever_names_its_row(image_folder, tmp_path, option, value):
+def test_a_screened_lever_names_its_row(image_folder, tmp_path):
     out = tmp_path / "rows.jsonl"
-    run_quality(image_folder, "--quick", "--samplers", "dpm++:5", option, value,
+    run_quality(image_folder, "--quick", "--samplers", "dpm++:5", "--adam-betas", "0.9,0.999",
                 "--cache", tmp_path / "cache", "--json", out)
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert row["row"] == f"notebook {option[2:]}={value}" and row["fd"] >= 0
+    assert row["row"] == "notebook adam-betas=0.9,0.999" and row["fd"] >= 0

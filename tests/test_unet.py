@@ -15,10 +15,18 @@ def test_unet_predicts_noise_of_the_image_shape_at_64x64(nb):
     assert out.shape == (2, 3, 64, 64)
 
 
-def test_untrained_unet_predicts_zero_noise(nb):
-    # The zero-initialised output layer makes the starting loss the noise's variance, 1.
-    model = nb.UNet(base_channels=16)
+def test_with_a_zero_output_layer_an_untrained_unet_predicts_zero_noise(nb):
+    # OUTPUT_INIT = "zero" (the DDPM code's start) makes the starting loss the noise's variance, 1.
+    model = nb.UNet(base_channels=16, output_init="zero")
     assert torch.count_nonzero(model(torch.randn(2, 3, 32, 32), torch.tensor([3, 7]))) == 0
+
+
+def test_with_the_default_output_layer_every_weight_learns_from_the_first_update(nb):
+    # OUTPUT_INIT = "torch": the first gradient reaches every layer. From a zero output layer it reaches only that
+    # layer, and the rest wait until it has grown (some 300 updates at 2e-4).
+    model = nb.UNet(base_channels=16)
+    model(torch.randn(2, 3, 32, 32), torch.tensor([3, 7])).square().mean().backward()
+    assert all(param.grad is not None and param.grad.any() for param in model.parameters())
 
 
 def test_time_embedding_differs_across_t(nb):

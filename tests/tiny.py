@@ -11,7 +11,7 @@ from notebook import cells, source
 # Parameters for a whole run of the notebook in about 20 s on the CPU, whatever else the machine has (papermill and
 # browser tests)
 SMALL = dict(DEVICE="cpu", IMAGE_SIZE=32, BASE_CHANNELS=16, TIMESTEPS=20, EPOCHS=2, BATCH_SIZE=8,
-             MAX_BATCHES_PER_EPOCH=3, SAMPLE_EVERY=1, LOG_EVERY=2, SAMPLING_STEPS=10, WARMUP_STEPS=2, EVAL_IMAGES=20)
+             MAX_BATCHES_PER_EPOCH=3, SAMPLE_EVERY=1, LOG_EVERY=2, SAMPLING_STEPS=10, WARMUP_STEPS=2, EVAL_IMAGES=4)
 
 
 def default_parameters():
@@ -39,7 +39,8 @@ def tiny_run(nb, config, updates_per_epoch=3, num_classes=None):
     """A new run as the notebook's setup cells build it, seeded from config.seed: model, ema, optimizer,
     lr_scheduler, the four as the notebook's TrainingState (state), schedule and progress."""
     torch.manual_seed(config.seed)
-    model = nb.UNet(config.base_channels, config.channel_mults, config.dropout, num_classes)
+    model = nb.UNet(config.base_channels, config.channel_mults, config.dropout, num_classes,
+                    output_init=config.output_init)
     optimizer = nb.make_optimizer(model, config.learning_rate)
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
     lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, config.epochs * updates_per_epoch,
