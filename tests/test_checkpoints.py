@@ -282,6 +282,16 @@ def test_a_damaged_checkpoint_is_named_in_the_error(nb, tmp_path):
         nb.load_checkpoint(path)
 
 
+def test_a_checkpoint_from_before_rmsnorm_is_a_clear_error_and_is_kept(nb, tmp_path):
+    """Format 1 held a U-Net with GroupNorm, whose weights do not fit the U-Net with RMSNorm."""
+    path = tmp_path / "step_00000003.pt"
+    nb.save_checkpoint({"format_version": 1, "value": torch.ones(3)}, path)
+    saved = path.read_bytes()
+    with pytest.raises(RuntimeError, match=r"earlier version of this notebook \(format 1\).*Start a new run"):
+        nb.load_checkpoint(path)
+    assert path.read_bytes() == saved
+
+
 def test_latest_skips_a_damaged_newest_checkpoint(nb, tmp_path, capsys):
     config = tiny_config(nb, tmp_path, EPOCHS=1)
     train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "checkpoints" / "run-a")

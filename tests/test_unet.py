@@ -55,8 +55,8 @@ def test_width_scales_the_model(nb):
 
 @pytest.mark.parametrize("base_channels", [16, 32, 64])
 def test_every_block_sees_the_timestep(nb, base_channels):
-    # The time embedding is added to each channel as a constant; a GroupNorm group of one channel would
-    # subtract it again. Changing only t must change every residual block's output.
+    # The time embedding is added to each channel as a constant; a normalisation that subtracted each channel's
+    # mean would remove it again. Changing only t must change every residual block's output.
     model = nb.UNet(base_channels=base_channels, channel_mults=(1, 2))
     for block in [b for b in model.modules() if isinstance(b, nb.ResidualBlock)]:
         h = torch.randn(1, block.norm1.num_channels, 8, 8)
@@ -64,6 +64,13 @@ def test_every_block_sees_the_timestep(nb, base_channels):
         with torch.no_grad():
             out = block(h.expand(2, -1, -1, -1), emb)
         assert not torch.allclose(out[0], out[1], atol=1e-5)
+
+
+def test_rms_norm_divides_each_pixel_by_its_root_mean_square(nb):
+    x = torch.randn(2, 8, 4, 4) * 5 + torch.arange(8.0).view(1, 8, 1, 1)  # a scale, and a shift per channel
+    out = nb.RMSNorm(8)(x)
+    assert torch.allclose(out.square().mean(dim=1), torch.ones(2, 4, 4), atol=1e-4)
+    assert torch.allclose(out * x.square().mean(dim=1, keepdim=True).sqrt(), x, atol=1e-4)  # nothing subtracted
 
 
 def test_attention_gets_contiguous_queries_keys_and_values(nb, monkeypatch):
