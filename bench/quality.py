@@ -402,6 +402,8 @@ def main():
                              "EMA) or power:G (Karras et al.'s power-function EMA), comma-separated")
     parser.add_argument("--adam-betas", metavar="B1,B2", help="Adam's betas for this row, e.g. 0.9,0.999 "
                         "(torch's default); the notebook's are 0.9,0.99, as lucidrains' Trainer's")
+    parser.add_argument("--seed", type=int, default=0, help="the row's training seed: the notebook's SEED, or the "
+                        "peer's initialisation and data order (the sampling noise and the scorer stay fixed)")
     parser.add_argument("--peer", choices=sorted(PEERS), help="train lucidrains' model instead of the notebook's")
     parser.add_argument("--scorer-epochs", type=int, help="default: about 200,000 images' worth")
     parser.add_argument("--check-scorer", action="store_true", help="only score real, blurred and noise images")
@@ -413,6 +415,9 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = parse_overrides(args.set)
+    if "SEED" in overrides:
+        raise SystemExit("give the seed as --seed N (it seeds the peers too), not --set SEED=N")
+    overrides["SEED"] = args.seed
     if args.quick:
         args.updates, args.batch, args.samples, args.scorer_epochs = 4, 8, 16, 1
         overrides = dict(dict(BASE_CHANNELS=16, CHANNEL_MULTS=(1, 2), TIMESTEPS=20, SAMPLING_STEPS=5,
@@ -434,10 +439,10 @@ def main():
     command = "python bench/quality.py " + " ".join(sys.argv[1:])
     started = time.perf_counter()
     if args.peer:
-        model, losses = train_lucidrains(images, args.peer, args.updates, args.batch, 0,
+        model, losses = train_lucidrains(images, args.peer, args.updates, args.batch, args.seed,
                                          int(args.samplers.split(",")[0].split(":")[1]))
         samplers = {(f"its ddim:{model.sampling_timesteps}", "ema"): lucidrains_sampler(model)}
-        row_name = args.peer
+        row_name = args.peer + (f" seed={args.seed}" if args.seed else "")
     else:
         config = notebook_config(args.data, args.batch, overrides)
         ema_tracks = [track for track in args.ema_tracks.split(",") if track]
@@ -452,7 +457,8 @@ def main():
         for track in ema_tracks:  # with the first sampler only
             name, steps = first.split(":")
             samplers[first, track] = notebook_sampler(weights[track], schedule, config, name, int(steps))
-        levers = args.set + ([f"adam-betas={args.adam_betas}"] if args.adam_betas else [])
+        levers = args.set + ([f"adam-betas={args.adam_betas}"] if args.adam_betas else []) + (
+            [f"seed={args.seed}"] if args.seed else [])
         row_name = "notebook " + (" ".join(levers) or "defaults")
     train_seconds = time.perf_counter() - started
     print(f"trained {args.updates} updates in {train_seconds / 60:.1f} min; "
@@ -464,7 +470,8 @@ def main():
         sample_seconds = time.perf_counter() - started
         result = score(generated)
         row = {"row": row_name, "sampler": sampler, "weights": weights_name, "updates": args.updates,
-               "batch": args.batch, "samples": args.samples, "data": args.data, "train_images": len(images), **result,
+               "batch": args.batch, "seed": args.seed, "samples": args.samples, "data": args.data,
+               "train_images": len(images), **result,
                "train_min": train_seconds / 60, "sample_min": sample_seconds / 60,
                "final_loss": float(np.mean(losses[-100:])), "scorer": score.name, "command": command}
         print(f"RESULT {row_name} | {sampler} | {weights_name} | FD {result['fd']:.3f} | "
