@@ -437,12 +437,13 @@ def main():
 
     images, _ = folder_images(Path(args.data) / "train", args.cache)
     command = "python bench/quality.py " + " ".join(sys.argv[1:])
+    seed_label = [f"seed={args.seed}"] if args.seed else []  # in the row's name, where it is not the default 0
     started = time.perf_counter()
     if args.peer:
         model, losses = train_lucidrains(images, args.peer, args.updates, args.batch, args.seed,
                                          int(args.samplers.split(",")[0].split(":")[1]))
         samplers = {(f"its ddim:{model.sampling_timesteps}", "ema"): lucidrains_sampler(model)}
-        row_name = args.peer + (f" seed={args.seed}" if args.seed else "")
+        row_name = " ".join([args.peer, *seed_label])
     else:
         config = notebook_config(args.data, args.batch, overrides)
         ema_tracks = [track for track in args.ema_tracks.split(",") if track]
@@ -457,8 +458,7 @@ def main():
         for track in ema_tracks:  # with the first sampler only
             name, steps = first.split(":")
             samplers[first, track] = notebook_sampler(weights[track], schedule, config, name, int(steps))
-        levers = args.set + ([f"adam-betas={args.adam_betas}"] if args.adam_betas else []) + (
-            [f"seed={args.seed}"] if args.seed else [])
+        levers = args.set + ([f"adam-betas={args.adam_betas}"] if args.adam_betas else []) + seed_label
         row_name = "notebook " + (" ".join(levers) or "defaults")
     train_seconds = time.perf_counter() - started
     print(f"trained {args.updates} updates in {train_seconds / 60:.1f} min; "
