@@ -1,0 +1,137 @@
+"""Every path a Mac user takes through the notebook's code, at tiny sizes, on a given device.
+
+test_mps.py runs them under the simulated MPS device; bench/gpu_check.py runs the same on real CUDA. Each path
+returns what the tests check, so that a crash shows as the path's own error.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from stand_ins import StandInFeatures
+from tiny import tiny_config, tiny_images
+
+SAMPLERS = ("ddpm", "ddim", "dpm++")
+
+
+def new_run(nb, config, device, num_classes=None):
+    """The notebook's build cell on `device`: (TrainingState, schedule on the CPU)."""
+    torch.manual_seed(config.seed)
+    model = nb.UNet(config.base_channels, config.channel_mults, config.dropout, num_classes,
+                    output_init=config.output_init).to(device)
+    ema = nb.copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
+    optimizer = nb.make_optimizer(model, config.learning_rate)
+    lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, config.epochs * 3, config.cosine_lr)
+    schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
+    return nb.TrainingState(model, ema, optimizer, lr_scheduler), schedule
+
+
+def train_on(nb, config, device, run_dir, progress=None, state=None, labels=None):
+    """Train as the notebook's training cell does, the images kept on the device as its data cell keeps them.
+    Returns (state, progress)."""
+    images = nb.place_dataset(tiny_images(24, 16), device)
+    num_classes = 10 if labels is not None else None
+    if state is None:
+        state, _ = new_run(nb, config, device, num_classes)
+    schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
+    class_names = [str(c) for c in range(10)] if labels is not None else None
+    progress = nb.train(state, images, schedule, config, device, progress or nb.new_progress(), run_dir, live=False,
+                        labels=labels, class_names=class_names)
+    return state, progress
+
+
+def training_with_grids(nb, tmp, device):
+    """Two epochs with a checkpoint and a sample grid after each (SAMPLER's default, DPM-Solver++), then a grid
+    from DDPM and from DDIM. Returns the grid files."""
+    config = tiny_config(nb, tmp, SAMPLE_EVERY=1, DEVICE=device.type)
+    run_dir = nb.new_run_dir(config.checkpoint_dir)
+    state, _ = train_on(nb, config, device, run_dir)
+    schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
+    grids = sorted((Path(config.sample_dir) / run_dir.name).glob("*.png"))
+    for sampler in ("ddpm", "ddim"):
+        path = Path(config.sample_dir) / f"{sampler}.png"
+        nb.save_sample_grid(state.model, state.ema_model, schedule.to(device),
+                            dataclasses.replace(config, sampler=sampler), device, path)
+        grids.append(path)
+    return grids
+
+
+def stop_and_resume(nb, tmp, device):
+    """Two epochs in one go, and one epoch, a checkpoint, a fresh model restored from it and one more epoch.
+    Returns (the straight run's state_dict, the resumed run's, the resumed progress)."""
+    config = tiny_config(nb, tmp / "straight", EPOCHS=2, DEVICE=device.type)
+    straight, _ = train_on(nb, config, device, nb.new_run_dir(config.checkpoint_dir))
+    config = tiny_config(nb, tmp / "stopped", EPOCHS=1, DEVICE=device.type)
+    train_on(nb, config, device, nb.new_run_dir(config.checkpoint_dir))
+    config = dataclasses.replace(config, epochs=2, resume="latest")
+    path, checkpoint = nb.find_resume_checkpoint(config.resume, config.checkpoint_dir)
+    state, _ = new_run(nb, config, device)
+    progress = nb.restore_checkpoint(checkpoint, path, state, config)
+    resumed, progress = train_on(nb, config, device, path.parent, progress, state)
+    return straight.model.state_dict(), resumed.model.state_dict(), progress
+
+
+def v_prediction(nb, tmp, device):
+    """PREDICTION = "v" with min-SNR weighting, a grid at the end. Returns the grid file."""
+    config = tiny_config(nb, tmp, EPOCHS=1, PREDICTION="v", MIN_SNR_GAMMA=5, DEVICE=device.type)
+    run_dir = nb.new_run_dir(config.checkpoint_dir)
+    train_on(nb, config, device, run_dir)
+    return next((Path(config.sample_dir) / run_dir.name).glob("*.png"))
+
+
+def class_conditional(nb, tmp, device):
+    """CLASS_CONDITIONAL training, its guided grid, and a class asked for with guidance by each sampler.
+    Returns {sampler: images}."""
+    config = tiny_config(nb, tmp, EPOCHS=1, CLASS_CONDITIONAL=True, DEVICE=device.type)
+    labels = torch.arange(24) % 10
+    state, _ = train_on(nb, config, device, nb.new_run_dir(config.checkpoint_dir), labels=labels)
+    schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
+    return {sampler: nb.class_samples(state.ema_model, 3, 2.0, 2, device, schedule.to(device), 16,
+                                      dataclasses.replace(config, sampler=sampler))
+            for sampler in SAMPLERS}
+
+
+def sampling_section(nb, tmp, device):
+    """Section 7 from a checkpoint file, as its cell does with checkpoint_path set: each sampler; then the explorers,
+    the reverse-process snapshots and the GIF. Returns {name: images}."""
+    config = tiny_config(nb, tmp, EPOCHS=1, PREDICTION="v", DEVICE=device.type)
+    run_dir = nb.new_run_dir(config.checkpoint_dir)
+    train_on(nb, config, device, run_dir)
+    path = next(run_dir.glob("step_*.pt"))
+    model, schedule, size, _ = nb.load_model(path, device)
+    model = nb.noise_predictor(model, schedule.to(device), nb.load_checkpoint(path)["config"]["prediction"])
+    shape, generator = (2, 3, size, size), lambda: torch.Generator().manual_seed(1)
+    drawn = {
+        "ddpm": nb.sample(model, shape, device, schedule, generator(), config.variance, config.clip_x0),
+        "ddim": nb.ddim_sample(model, shape, device, schedule, 5, 0.5, generator(), config.clip_x0),
+        "dpm++": nb.dpm_solver_sample(model, shape, device, schedule, 5, generator(), config.clip_x0),
+    }
+    sampling_config = dataclasses.replace(config, prediction="eps")
+    for sampler in SAMPLERS:
+        drawn[f"explorer {sampler}"] = nb.explore_sampler(model, size, device, schedule, sampling_config, sampler, 4,
+                                                          0.5, seed=2, count=2)
+    snapshots = nb.reverse_process_snapshots(model, shape, device, schedule, [9, 5, 0], generator())
+    drawn["snapshots"] = torch.cat(list(snapshots.values()))
+    frames = nb.denoising_gif(model, size, device, schedule, sampling_config, tmp / "denoising.gif")
+    drawn["gif"] = torch.from_numpy(frames).float() / 127.5 - 1
+    return drawn
+
+
+def evaluation_section(nb, tmp, device):
+    """Section 9 with a stand-in feature extractor: real features (cached), generated images, FID and KID, and the
+    nearest training images. Returns (fid, kid mean, nearest distances)."""
+    config = tiny_config(nb, tmp, EPOCHS=1, DEVICE=device.type)
+    state, _ = train_on(nb, config, device, nb.new_run_dir(config.checkpoint_dir))
+    schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
+    images = nb.place_dataset(tiny_images(24, 16), device)
+    extractor = StandInFeatures()
+    real, _, _ = nb.cached_real_features(nb.real_images_for_eval(images, 8, 16, 0), extractor, device, tmp / "cache")
+    fake_images = nb.generate_for_eval(state.ema_model, 8, 16, 16, device, schedule.to(device), config, 4, seed=4)
+    fid, kid, _ = nb.fid_kid(real, nb.image_features(fake_images, extractor, device), kid_subsets=3)
+    distances, _ = nb.nearest_training_images(fake_images[:2].float() / 127.5 - 1, images, k=2, size=16)
+    return fid, kid, distances
+
+
+PATHS = {path.__name__: path for path in (training_with_grids, stop_and_resume, v_prediction, class_conditional,
+                                          sampling_section, evaluation_section)}
