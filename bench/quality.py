@@ -125,11 +125,15 @@ def accuracy(model, images, labels):
     return (predictions == labels).float().mean().item()
 
 
-def load_scorer(data, epochs, cache=CACHE, limit=None):
-    """The classifier trained on DATA/train, or `limit` of its images spread over the classes: the committed one
-    for these images and epochs (bench/scorers/), else one trained here and cached. Training it again gives other
-    weights (multithreaded CPU convolutions do not add up in a fixed order), so rows are comparable only under
-    one scorer: each row names its scorer's hash."""
+def load_scorer(data, epochs, cache=CACHE, limit=None, path=None):
+    """The classifier at `path`, or else the one trained on DATA/train, or `limit` of its images spread over the
+    classes: the committed one for these images and epochs (bench/scorers/), else one trained here and cached.
+    Training it again gives other weights (multithreaded CPU convolutions do not add up in a fixed order), so rows
+    are comparable only under one scorer: each row names its scorer's hash."""
+    if path is not None:  # e.g. the full CIFAR-10's committed scorer, for a subset of its training images
+        model = Classifier()
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
     images, labels = folder_images(Path(data) / "train", cache)
     if limit is not None:
         every = max(1, len(images) // limit)
@@ -183,8 +187,8 @@ def kid(a, b, subsets=20, subset_size=500, seed=0):
 class Score:
     """FD and KID against DATA/test, the reference features computed once."""
 
-    def __init__(self, data, scorer_epochs, cache=CACHE, limit=None):
-        self.scorer = load_scorer(data, scorer_epochs, cache, limit)
+    def __init__(self, data, scorer_epochs, cache=CACHE, limit=None, path=None):
+        self.scorer = load_scorer(data, scorer_epochs, cache, limit, path)
         weights = b"".join(tensor.numpy().tobytes() for tensor in self.scorer.state_dict().values())
         self.name = hashlib.sha256(weights).hexdigest()[:8]  # rows are comparable only under the same scorer
         self.test_images, _ = folder_images(Path(data) / "test", cache)
@@ -256,14 +260,16 @@ def ema_track_decay(track):
     return lambda update: nb.ema_decay(update, 1.0, power)
 
 
-def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_betas=None):
+def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_betas=None,
+                   device="cpu"):
     """`updates` optimizer updates with the notebook's train_update, the data order of its epochs, and its EMA.
     Returns (the weights to sample from, by name: "ema" and each of `ema_tracks`, schedule, losses); "raw" in
     `ema_tracks` is the trained weights themselves. A lever screened here only: `adam_betas`, Adam's (beta1, beta2)
-    instead of the notebook's (0.9, 0.99)."""
-    device = torch.device("cpu")
+    instead of the notebook's (0.9, 0.99). On `device`, with the images kept there as the notebook keeps them."""
     torch.manual_seed(config.seed)
     model = nb.UNet(config.base_channels, config.channel_mults, config.dropout, output_init=config.output_init)
+    device = torch.device(device)
+    model, images = model.to(device), nb.place_dataset(images, device)
     ema_model = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
     tracks = {track: (copy.deepcopy(model).requires_grad_(False), ema_track_decay(track))
               for track in ema_tracks if track != "raw"}
@@ -274,16 +280,18 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_b
     lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, updates, config.cosine_lr)
     state = nb.TrainingState(model, ema_model, optimizer, lr_scheduler)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
+    device_schedule = schedule.to(device)
     num_batches = nb.batches_per_epoch(len(images), config.batch_size, config.grad_accum_steps)
     progress, pending, update, epoch = nb.new_progress(), [], 0, 0
     model.train()
     while update < updates:
         order, flips = nb.epoch_order(len(images), config.seed, epoch)
+        order, flips = order.to(images.device), flips.to(images.device)
         for first_batch in range(0, num_batches, config.grad_accum_steps):
             if update == updates:
                 break
-            pending.append(nb.train_update(state, images, order, flips, first_batch, epoch, schedule, config, device,
-                                           update))
+            pending.append(nb.train_update(state, images, order, flips, first_batch, epoch, device_schedule, config,
+                                           device, update))
             for track_model, decay in tracks.values():
                 nb.update_ema(track_model, model, decay(update))
             update += 1
@@ -296,14 +304,14 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_b
     return weights, schedule, progress["losses"]
 
 
-def notebook_sampler(model, schedule, config, sampler, steps):
-    """A function (count, generator) -> images in [-1, 1] from `model` with the notebook's sampler named by
-    SAMPLER's values ("ddpm", "ddim", "dpm++") and `steps`."""
-    settings = dataclasses.replace(config, sampler=sampler, sampling_steps=steps)
+def notebook_sampler(model, schedule, config, sampler, steps, device="cpu"):
+    """A function (count, generator) -> images in [-1, 1] from `model` (on `device`) with the notebook's sampler
+    named by SAMPLER's values ("ddpm", "ddim", "dpm++") and `steps`."""
+    settings, device = dataclasses.replace(config, sampler=sampler, sampling_steps=steps), torch.device(device)
 
     def draw(count, generator):
-        return nb.generate(model, (count, 3, config.image_size, config.image_size), torch.device("cpu"), schedule,
-                           settings, generator)
+        return nb.generate(model, (count, 3, config.image_size, config.image_size), device, schedule, settings,
+                           generator)
 
     return draw
 
@@ -411,6 +419,9 @@ def main():
     parser.add_argument("--cache", default=str(CACHE))
     parser.add_argument("--json", help="append this row, as one JSON line, to this file")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="where the notebook's rows train and sample, e.g. cuda")
+    parser.add_argument("--scorer", help="a scorer's weights file (default: the one for DATA/train, see load_scorer),"
+                        " e.g. bench/scorers/scorer-c3b736ce525c-40ep.pt for a part of the full CIFAR-10")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -427,7 +438,8 @@ def main():
 
     if args.scorer_epochs is None:
         args.scorer_epochs = math.ceil(200_000 / len(folder_images(Path(args.data) / "train", args.cache)[0]))
-    score = Score(args.data, args.scorer_epochs, args.cache, limit=256 if args.quick else None)
+    score = Score(args.data, args.scorer_epochs, args.cache, limit=256 if args.quick else None, path=args.scorer)
+    device = torch.device(args.device)
     if args.check_scorer:
         rows = check_scorer(score, min(args.samples, len(score.test_images) // 2))
         if args.json:
@@ -449,15 +461,15 @@ def main():
         ema_tracks = [track for track in args.ema_tracks.split(",") if track]
         adam_betas = tuple(float(b) for b in args.adam_betas.split(",")) if args.adam_betas else None
         weights, schedule, losses = train_notebook(images, config, args.updates, ema_tracks=ema_tracks,
-                                                   adam_betas=adam_betas)
+                                                   adam_betas=adam_betas, device=device)
         samplers = {}
         for entry in args.samplers.split(","):
             name, steps = entry.split(":")
-            samplers[entry, "ema"] = notebook_sampler(weights["ema"], schedule, config, name, int(steps))
+            samplers[entry, "ema"] = notebook_sampler(weights["ema"], schedule, config, name, int(steps), device)
         first = args.samplers.split(",")[0]
         for track in ema_tracks:  # with the first sampler only
             name, steps = first.split(":")
-            samplers[first, track] = notebook_sampler(weights[track], schedule, config, name, int(steps))
+            samplers[first, track] = notebook_sampler(weights[track], schedule, config, name, int(steps), device)
         levers = args.set + ([f"adam-betas={args.adam_betas}"] if args.adam_betas else []) + seed_label
         row_name = "notebook " + (" ".join(levers) or "defaults")
     train_seconds = time.perf_counter() - started
@@ -471,7 +483,7 @@ def main():
         result = score(generated)
         row = {"row": row_name, "sampler": sampler, "weights": weights_name, "updates": args.updates,
                "batch": args.batch, "seed": args.seed, "samples": args.samples, "data": args.data,
-               "train_images": len(images), **result,
+               "train_images": len(images), "device": str(device), **result,
                "train_min": train_seconds / 60, "sample_min": sample_seconds / 60,
                "final_loss": float(np.mean(losses[-100:])), "scorer": score.name, "command": command}
         print(f"RESULT {row_name} | {sampler} | {weights_name} | FD {result['fd']:.3f} | "
