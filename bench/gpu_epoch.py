@@ -111,13 +111,12 @@ def time_updates(config, device, images, schedule, updates, channels_last, compi
     return config.batch_size * (updates - 1) / seconds, first, losses
 
 
-def epoch_seconds(config, device, images, schedule, channels_last, compile_mode, out):
-    """Seconds of one epoch of the notebook's train() over all images (a checkpoint and a grid at its end)."""
-    if compile_mode not in (None, "default"):
-        return {"not run": "train() compiles in the default mode only"}
+def epoch_seconds(config, device, images, schedule, channels_last):
+    """Seconds of one epoch of the notebook's train() over all images (a checkpoint and a grid at its end),
+    compiled as train() compiles for config.use_compile."""
     scratch = Path(tempfile.mkdtemp())  # its checkpoints (about 100 MB) stay out of OUT
-    config = nb.dataclasses.replace(config, epochs=1, use_compile=compile_mode == "default",
-                                    checkpoint_dir=str(scratch / "checkpoints"), sample_dir=str(scratch / "samples"))
+    config = nb.dataclasses.replace(config, epochs=1, checkpoint_dir=str(scratch / "checkpoints"),
+                                    sample_dir=str(scratch / "samples"))
     model, _, ema, optimizer, lr_scheduler = build(config, device, channels_last, None)  # train() compiles
     started = time.perf_counter()
     nb.train(nb.TrainingState(model, ema, optimizer, lr_scheduler), images, schedule, config, device,
@@ -169,6 +168,8 @@ def main():
     parser.add_argument("--curve-updates", type=int, default=400,
                         help="updates at the default batch, timed and their losses compared")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--train-epoch-only", action="store_true",
+                        help="only one train() epoch at the notebook's own defaults (USE_COMPILE, TF32 on CUDA)")
     args = parser.parse_args()
     if args.quick:
         args.updates, args.curve_updates = 3, 4
@@ -180,6 +181,15 @@ def main():
     schedule = nb.make_schedule(base.noise_schedule, base.timesteps, base.beta_start, base.beta_end).to(device)
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
                "torch": torch.__version__, "levers": {}}
+    if args.train_epoch_only:
+        nb.use_tf32(device)  # as the notebook's configuration cell does
+        config = make_config({"USE_COMPILE": "auto"}, args.quick)
+        mode = nb.compile_mode(config.use_compile, device)
+        results["train_epoch"] = {f"notebook defaults (compile mode {mode})":
+                                  epoch_seconds(config, device, images, schedule, False)}
+        print(f"train() epoch: {results['train_epoch']}")
+        print(f"wrote {save(results, args.out)}")
+        return
     reference_curve = None
     for name, (overrides, use_tf32, channels_last, compile_mode) in LEVERS.items():
         if args.quick and compile_mode:
@@ -217,10 +227,14 @@ def main():
         if name is None:
             continue
         overrides, use_tf32, channels_last, compile_mode = LEVERS[name]
+        if compile_mode is not None and compile_mode != nb.compile_mode(True, device):
+            results["train_epoch"][name] = {"not run": f"train() compiles in mode "
+                                                       f"{nb.compile_mode(True, device)!r} on {device.type}"}
+            continue
+        config = make_config(dict(overrides, USE_COMPILE=compile_mode is not None), args.quick)
         try:
             with tf32(use_tf32):
-                results["train_epoch"][name] = epoch_seconds(make_config(overrides, args.quick), device, images,
-                                                             schedule, channels_last, compile_mode, Path(args.out))
+                results["train_epoch"][name] = epoch_seconds(config, device, images, schedule, channels_last)
         except Exception as error:
             results["train_epoch"][name] = {"error": f"{type(error).__name__}: {error}"}
         print(f"train() epoch, {name}: {results['train_epoch'][name]}", flush=True)

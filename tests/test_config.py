@@ -46,6 +46,8 @@ def test_config_is_frozen(nb, defaults):
         ("GRAD_ACCUM_STEPS", 0, "positive integer"),
         ("MAX_BATCHES_PER_EPOCH", 0, "None or a positive integer"),
         ("COSINE_LR", "yes", "True or False"),
+        ("USE_COMPILE", "yes", "'auto', True or False"),
+        ("USE_COMPILE", 1, "'auto', True or False"),
         ("MIXED_PRECISION", "fp16", "None (float32) or 'bf16'"),
         ("NOISE_SCHEDULE", "sigmoid", "'linear' or 'cosine'"),
         ("EMA_DECAY", 1.0, "None or a number between 0 and 1"),
@@ -116,6 +118,19 @@ def test_compile_is_refused_on_mps_only(nb):
         nb.check_compile(True, nb.torch.device("mps"))
     nb.check_compile(True, nb.torch.device("cpu"))
     nb.check_compile(False, nb.torch.device("mps"))
+    nb.check_compile("auto", nb.torch.device("mps"))  # the default: eager on a Mac
+
+
+@pytest.mark.parametrize("use_compile, device, mode", [
+    ("auto", "cuda", "reduce-overhead"),  # CUDA graphs: the fastest CUDA lever whose loss kept within 2%
+    ("auto", "cpu", None),
+    ("auto", "mps", None),
+    (True, "cuda", "reduce-overhead"),
+    (True, "cpu", "default"),
+    (False, "cuda", None),
+])
+def test_use_compile_compiles_with_cuda_graphs_on_cuda_and_auto_nowhere_else(nb, use_compile, device, mode):
+    assert nb.compile_mode(use_compile, nb.torch.device(device)) == mode
 
 
 def test_the_dataset_takes_at_most_a_quarter_of_a_devices_memory(nb, monkeypatch):
@@ -131,3 +146,16 @@ def test_the_dataset_takes_at_most_a_quarter_of_a_devices_memory(nb, monkeypatch
 def test_a_dataset_over_the_budget_stays_where_it_is(nb):
     images = nb.torch.zeros(10, 3, 4, 4, dtype=nb.torch.uint8)
     assert nb.place_dataset(images, nb.torch.device("cpu"), max_bytes=100) is images
+
+
+def test_tf32_is_turned_on_for_cuda_only(nb, monkeypatch):
+    precision = nb.torch.get_float32_matmul_precision()
+    monkeypatch.setattr(nb.torch.backends.cudnn, "allow_tf32", False)
+    try:
+        nb.torch.set_float32_matmul_precision("highest")
+        nb.use_tf32(nb.torch.device("cpu"))
+        assert nb.torch.get_float32_matmul_precision() == "highest" and not nb.torch.backends.cudnn.allow_tf32
+        nb.use_tf32(nb.torch.device("cuda"))
+        assert nb.torch.get_float32_matmul_precision() == "high" and nb.torch.backends.cudnn.allow_tf32
+    finally:
+        nb.torch.set_float32_matmul_precision(precision)
