@@ -421,7 +421,8 @@ def main():
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="where the notebook's rows train and sample, e.g. cuda")
     parser.add_argument("--scorer", help="a scorer's weights file (default: the one for DATA/train, see load_scorer),"
-                        " e.g. bench/scorers/scorer-c3b736ce525c-40ep.pt for a part of the full CIFAR-10")
+                        " e.g. bench/scorers/scorer-f12bc101717a-4ep.pt, the full CIFAR-10's (0ea7bdbd; b00ff187 is "
+                        "scorer-c3b736ce525c-40ep.pt, ../shared's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
