@@ -126,10 +126,11 @@ def evaluation_section(nb, tmp, device):
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
     images = nb.place_dataset(tiny_images(24, 16), device)
     extractor = StandInFeatures()
-    real, _, _ = nb.cached_real_features(nb.real_images_for_eval(images, 8, 16, 0), extractor, device, tmp / "cache")
+    real_images = nb.real_images_for_eval(images, 8, 16, 16, 0)
+    real, _, _ = nb.cached_real_features(real_images, extractor, device, tmp / "cache")
     fake_images = nb.generate_for_eval(state.ema_model, 8, 16, 16, device, schedule.to(device), config, 4, seed=4)
     fid, kid, _ = nb.fid_kid(real, nb.image_features(fake_images, extractor, device), kid_subsets=3)
-    distances, _ = nb.nearest_training_images(fake_images[:2].float() / 127.5 - 1, images, k=2, size=16)
+    distances, _ = nb.nearest_training_images(fake_images[:2].float() / 127.5 - 1, images, 16, k=2, size=16)
     return fid, kid, distances
 
 

@@ -324,6 +324,42 @@ def test_new_runs_never_share_a_folder(nb, tmp_path):
     assert first != second and first.is_dir() and second.is_dir()
 
 
+def test_a_run_resumed_from_a_shared_folder_never_deletes_its_files_and_later_sections_still_run(nb, tmp_path):
+    """RESUME names a checkpoint in a folder holding other runs' files too. The resumed run writes to a new folder,
+    trains past KEEP_CHECKPOINTS there, and leaves the shared folder as it was; once the resumed file is gone,
+    sections 7 and 9 (which copy the config) still run."""
+    shared = tmp_path / "shared"
+    config = tiny_config(nb, tmp_path, EPOCHS=1, KEEP_CHECKPOINTS=1)
+    train(nb, config, tiny_images(), tiny_run(nb, config), shared)
+    resumed_file = shared / "step_00000003.pt"
+    others = [shared / "step_00000099.pt", shared / "notes.txt"]  # another run's checkpoint, a user's file
+    for other in others:
+        other.write_bytes(b"someone else's")
+    config = dataclasses.replace(config, epochs=4, resume=str(resumed_file))
+    nb.check_resume(config.resume)
+    path, checkpoint = nb.find_resume_checkpoint(config.resume, config.checkpoint_dir)
+    run = restore(nb, checkpoint, path, tiny_run(nb, config), config)
+    run_dir = nb.new_run_dir(config.checkpoint_dir, resumed_from=path)
+    train(nb, config, tiny_images(), run, run_dir)
+    assert sorted(p.name for p in shared.iterdir()) == ["notes.txt", "step_00000003.pt", "step_00000099.pt"]
+    assert [p.name for p in run_dir.glob("step_*.pt")] == ["step_00000012.pt"]  # pruned to 1, its own folder
+    assert (run_dir / "resumed_from.txt").read_text().strip() == str(resumed_file.resolve())
+    resumed_file.unlink()
+    drawn = nb.explore_sampler(run.ema, 16, torch.device("cpu"), run.schedule, config, "ddim", 3, 0.0, seed=1, count=2)
+    generated = nb.generate_for_eval(run.ema, 2, 16, 16, torch.device("cpu"), run.schedule, config, batch_size=2)
+    assert drawn.shape == (2, 3, 16, 16) and generated.shape == (2, 3, 16, 16)
+
+
+def test_a_resume_path_that_is_not_a_file_stops_at_the_config_cell(nb, tmp_path):
+    with pytest.raises(nb.ConfigError, match=r"RESUME must be None, 'latest', or the path of an existing checkpoint "
+                                             r"file; got '.*missing.pt', which is not a file"):
+        nb.check_resume(str(tmp_path / "missing.pt"))
+    nb.check_resume(None)
+    nb.check_resume("latest")
+    with pytest.raises(FileNotFoundError, match="is not a file"):  # and if it vanishes before the build cell
+        nb.find_resume_checkpoint(str(tmp_path / "missing.pt"), tmp_path)
+
+
 def test_load_model_rebuilds_the_model_from_the_checkpoint_alone(nb, tmp_path):
     config = tiny_config(nb, tmp_path, EPOCHS=1)
     run = tiny_run(nb, config)

@@ -54,7 +54,7 @@ def test_kid_subsets_are_reproducible_and_leave_the_global_rng_alone(nb):
 
 def test_real_halves_score_far_below_real_against_noise(nb, real_train):
     images, _, _ = nb.load_image_folder(str(real_train), 32)
-    real = nb.real_images_for_eval(images, 2000, 64, seed=0)  # a random choice: the folder is sorted by class
+    real = nb.real_images_for_eval(images, 2000, 64, 64, seed=0)  # a random choice: the folder is sorted by class
     noise = torch.randint(0, 256, (1000, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     extractor = StandInFeatures()
     first_half, second_half, noise_features = (nb.image_features(x, extractor, torch.device("cpu"))
@@ -66,13 +66,13 @@ def test_real_halves_score_far_below_real_against_noise(nb, real_train):
 
 def test_real_features_are_computed_once_then_read_from_the_cache(nb, tmp_path):
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    real = nb.real_images_for_eval(images, 30, 32, seed=0)
+    real = nb.real_images_for_eval(images, 30, 32, 32, seed=0)
     extractor = StandInFeatures()
     features, path, cached = nb.cached_real_features(real, extractor, torch.device("cpu"), tmp_path)
     assert not cached and path.parent == tmp_path and path.exists() and extractor.calls == 1
     again, again_path, cached = nb.cached_real_features(real, extractor, torch.device("cpu"), tmp_path)
     assert cached and again_path == path and torch.equal(again, features) and extractor.calls == 1
-    other = nb.real_images_for_eval(images, 30, 32, seed=1)  # other images: never the stale features
+    other = nb.real_images_for_eval(images, 30, 32, 32, seed=1)  # other images: never the stale features
     _, other_path, cached = nb.cached_real_features(other, extractor, torch.device("cpu"), tmp_path)
     assert not cached and other_path != path and extractor.calls == 2
 
@@ -87,10 +87,31 @@ def test_a_damaged_cache_file_is_recomputed(nb, tmp_path, capsys):
 
 def test_real_images_at_the_stored_size_are_the_training_images_themselves(nb):
     images = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8)
-    real = nb.real_images_for_eval(images, 20, 32, seed=5)
+    real = nb.real_images_for_eval(images, 20, 32, 32, seed=5)
     indices = torch.randperm(50, generator=torch.Generator().manual_seed(5))[:20]
     assert torch.equal(real, images[indices])  # the 32x32 variant compares with CIFAR-10 exactly as stored
-    assert nb.real_images_for_eval(images, 20, 64, seed=5).shape == (20, 3, 64, 64)
+    assert nb.real_images_for_eval(images, 20, 64, 64, seed=5).shape == (20, 3, 64, 64)
+
+
+@pytest.mark.parametrize("size", [64, 32])
+def test_a_model_that_copies_its_training_images_scores_zero_at_either_resolution(nb, size):
+    """EVAL_RESOLUTION = 32 on 32x32 data: the real images go the way a 64x64 model's samples go (up to 64 as the
+    model sees them, then down with the same filter), not straight from their stored 32x32."""
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    real = nb.real_images_for_eval(images, 30, 64, size, seed=0)
+    indices = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:30]
+    copies = nb.to_uint8(nb.prepare_batch(images, indices, None, 64, "cpu"), size)  # what the copying model makes
+    assert torch.equal(real, copies)
+    features = nb.image_features(real, StandInFeatures(), torch.device("cpu")).double()
+    assert nb.fid_kid(features, nb.image_features(copies, StandInFeatures(), torch.device("cpu")), kid_subsets=3)[0] \
+        == pytest.approx(0, abs=1e-6)
+
+
+def test_a_copy_of_a_training_image_is_found_at_distance_zero(nb):
+    images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    copies = nb.prepare_batch(images, torch.tensor([7, 42]), None, 64, "cpu")  # as a 64x64 model would draw them
+    distances, indices = nb.nearest_training_images(copies, images, 64, k=2)
+    assert indices[:, 0].tolist() == [7, 42] and torch.all(distances[:, 0] < 1e-3)  # cdist rounds; not 0.064
 
 
 def test_to_uint8_quantises_as_a_png_stores(nb):
@@ -140,7 +161,7 @@ def test_a_damaged_weights_file_gives_the_same_advice(nb, tmp_path):
 def test_nearest_training_images_match_a_brute_force_search(nb):
     images = torch.randint(0, 256, (300, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     queries = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    distances, indices = nb.nearest_training_images(queries, images, k=3, size=16, chunk=64)  # five chunks
+    distances, indices = nb.nearest_training_images(queries, images, 16, k=3, size=16, chunk=64)  # five chunks
     small = torch.nn.functional.interpolate(queries, size=16, mode="bilinear", antialias=True).flatten(1)
     everything = torch.cdist(small, (images.float() / 127.5 - 1).flatten(1)) / small.shape[1] ** 0.5
     expected_distances, expected_indices = everything.topk(3, dim=1, largest=False)
@@ -150,5 +171,5 @@ def test_nearest_training_images_match_a_brute_force_search(nb):
 def test_a_training_image_is_its_own_nearest_neighbour(nb):
     images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     queries = images[[7, 42]].float() / 127.5 - 1
-    distances, indices = nb.nearest_training_images(queries, images, k=2)
+    distances, indices = nb.nearest_training_images(queries, images, 32, k=2)
     assert indices[:, 0].tolist() == [7, 42] and torch.all(distances[:, 0] < 1e-5) and torch.all(distances[:, 1] > 0.1)

@@ -112,10 +112,12 @@ def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights, real_
                             **dict(SMALL, EPOCHS=3, RESUME="latest"))
     assert_ran_cleanly(executed)
     text = printed(executed)
-    (run_dir,) = (folder / "checkpoints").iterdir()
-    assert f"Resumed from {Path('checkpoints') / run_dir.name / 'step_00000006.pt'} at epoch 2" in text
+    first, resumed = sorted((folder / "checkpoints").iterdir())  # the resumed run writes to a new folder
+    assert f"Resumed from {Path('checkpoints') / first.name / 'step_00000006.pt'} at epoch 2" in text
     assert "epoch 3/3" in text and "epoch 1/3" not in text and "epoch 2/3" not in text
-    assert (run_dir / "step_00000009.pt").exists()
+    assert sorted(p.name for p in first.iterdir()) == ["step_00000003.pt", "step_00000006.pt"]  # left as it was
+    assert sorted(p.name for p in resumed.iterdir()) == ["resumed_from.txt", "step_00000009.pt"]
+    assert (resumed / "resumed_from.txt").read_text().strip() == str((first / "step_00000006.pt").resolve())
     assert "real features" in text and "(read from data/fid_cache/NoTrainInceptionV3_4x32px_" in text  # the cache
 
 
