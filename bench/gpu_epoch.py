@@ -43,7 +43,7 @@ from tiny import default_parameters  # noqa: E402
 nb = load_definitions()
 
 LEVERS = {  # name: (config overrides, tf32, channels_last, compile mode or None)
-    "float32 (default)": ({}, False, False, None),
+    "float32 (eager, TF32 off)": ({}, False, False, None),
     "tf32": ({}, True, False, None),
     "bf16 + channels_last": ({"MIXED_PRECISION": "bf16"}, False, True, None),
     "tf32 + compile": ({}, True, False, "default"),
@@ -223,7 +223,7 @@ def main():
     kept = [name for name, row in results["levers"].items() if row.get("within_2_percent")]
     fastest = max(kept, key=lambda name: results["levers"][name]["images_per_s"], default=None)
     results["train_epoch"] = {}
-    for name in dict.fromkeys(["float32 (default)", fastest]):
+    for name in dict.fromkeys(["float32 (eager, TF32 off)", fastest]):
         if name is None:
             continue
         overrides, use_tf32, channels_last, compile_mode = LEVERS[name]

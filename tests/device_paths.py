@@ -1,6 +1,6 @@
 """Every path a Mac user takes through the notebook's code, at tiny sizes, on a given device.
 
-test_mps.py runs them under the simulated MPS device; bench/gpu_check.py runs the same on real CUDA. Each path
+test_mps.py runs them under the simulated MPS device; bench/gpu_paths.py runs the same on real CUDA. Each path
 returns what the tests check, so that a crash shows as the path's own error.
 """
 
@@ -13,6 +13,11 @@ from stand_ins import StandInFeatures
 from tiny import tiny_config, tiny_images
 
 SAMPLERS = ("ddpm", "ddim", "dpm++")
+
+
+def path_config(nb, tmp, device, **overrides):
+    """tiny_config on `device`, run eagerly as on a Mac (USE_COMPILE = "auto" would compile on CUDA)."""
+    return tiny_config(nb, tmp, DEVICE=device.type, USE_COMPILE=False, **overrides)
 
 
 def new_run(nb, config, device, num_classes=None):
@@ -44,7 +49,7 @@ def train_on(nb, config, device, run_dir, progress=None, state=None, labels=None
 def training_with_grids(nb, tmp, device):
     """Two epochs with a checkpoint and a sample grid after each (SAMPLER's default, DPM-Solver++), then a grid
     from DDPM and from DDIM. Returns the grid files."""
-    config = tiny_config(nb, tmp, SAMPLE_EVERY=1, DEVICE=device.type)
+    config = path_config(nb, tmp, device, SAMPLE_EVERY=1)
     run_dir = nb.new_run_dir(config.checkpoint_dir)
     state, _ = train_on(nb, config, device, run_dir)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
@@ -60,21 +65,22 @@ def training_with_grids(nb, tmp, device):
 def stop_and_resume(nb, tmp, device):
     """Two epochs in one go, and one epoch, a checkpoint, a fresh model restored from it and one more epoch.
     Returns (the straight run's state_dict, the resumed run's, the resumed progress)."""
-    config = tiny_config(nb, tmp / "straight", EPOCHS=2, DEVICE=device.type)
+    config = path_config(nb, tmp / "straight", device, EPOCHS=2)
     straight, _ = train_on(nb, config, device, nb.new_run_dir(config.checkpoint_dir))
-    config = tiny_config(nb, tmp / "stopped", EPOCHS=1, DEVICE=device.type)
+    config = path_config(nb, tmp / "stopped", device, EPOCHS=1)
     train_on(nb, config, device, nb.new_run_dir(config.checkpoint_dir))
     config = dataclasses.replace(config, epochs=2, resume="latest")
     path, checkpoint = nb.find_resume_checkpoint(config.resume, config.checkpoint_dir)
     state, _ = new_run(nb, config, device)
     progress = nb.restore_checkpoint(checkpoint, path, state, config)
-    resumed, progress = train_on(nb, config, device, path.parent, progress, state)
+    run_dir = nb.new_run_dir(config.checkpoint_dir, resumed_from=path)  # as the notebook's build cell does
+    resumed, progress = train_on(nb, config, device, run_dir, progress, state)
     return straight.model.state_dict(), resumed.model.state_dict(), progress
 
 
 def v_prediction(nb, tmp, device):
     """PREDICTION = "v" with min-SNR weighting, a grid at the end. Returns the grid file."""
-    config = tiny_config(nb, tmp, EPOCHS=1, PREDICTION="v", MIN_SNR_GAMMA=5, DEVICE=device.type)
+    config = path_config(nb, tmp, device, EPOCHS=1, PREDICTION="v", MIN_SNR_GAMMA=5)
     run_dir = nb.new_run_dir(config.checkpoint_dir)
     train_on(nb, config, device, run_dir)
     return next((Path(config.sample_dir) / run_dir.name).glob("*.png"))
@@ -83,7 +89,7 @@ def v_prediction(nb, tmp, device):
 def class_conditional(nb, tmp, device):
     """CLASS_CONDITIONAL training, its guided grid, and a class asked for with guidance by each sampler.
     Returns {sampler: images}."""
-    config = tiny_config(nb, tmp, EPOCHS=1, CLASS_CONDITIONAL=True, DEVICE=device.type)
+    config = path_config(nb, tmp, device, EPOCHS=1, CLASS_CONDITIONAL=True)
     labels = torch.arange(24) % 10
     state, _ = train_on(nb, config, device, nb.new_run_dir(config.checkpoint_dir), labels=labels)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
@@ -95,7 +101,7 @@ def class_conditional(nb, tmp, device):
 def sampling_section(nb, tmp, device):
     """Section 7 from a checkpoint file, as its cell does with checkpoint_path set: each sampler; then the explorers,
     the reverse-process snapshots and the GIF. Returns {name: images}."""
-    config = tiny_config(nb, tmp, EPOCHS=1, PREDICTION="v", DEVICE=device.type)
+    config = path_config(nb, tmp, device, EPOCHS=1, PREDICTION="v")
     run_dir = nb.new_run_dir(config.checkpoint_dir)
     train_on(nb, config, device, run_dir)
     path = next(run_dir.glob("step_*.pt"))
@@ -121,7 +127,7 @@ def sampling_section(nb, tmp, device):
 def evaluation_section(nb, tmp, device):
     """Section 9 with a stand-in feature extractor: real features (cached), generated images, FID and KID, and the
     nearest training images. Returns (fid, kid mean, nearest distances)."""
-    config = tiny_config(nb, tmp, EPOCHS=1, DEVICE=device.type)
+    config = path_config(nb, tmp, device, EPOCHS=1)
     state, _ = train_on(nb, config, device, nb.new_run_dir(config.checkpoint_dir))
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
     images = nb.place_dataset(tiny_images(24, 16), device)

@@ -27,7 +27,9 @@ is a copy to the CPU and back.
 
 What it cannot show: MPS's numerics (its kernels round differently), its memory limits, its speed, bugs inside its
 own kernels, and a draw on the device from a CPU generator (PyTorch hands __torch_dispatch__ a new Generator object,
-so the simulated device's generators cannot be told apart there).
+so the simulated device's generators cannot be told apart there). A TorchScript module (INCEPTION_WEIGHTS' default_1.pt)
+cannot be moved to it: its parameters cannot be swapped for the wrapper subclass. Its RNG is the CPU's, so a resume
+that forgot the MPS generator's state would go unseen.
 """
 
 import collections
@@ -40,7 +42,7 @@ import torch
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode, return_and_correct_aliasing
 
-MPS = torch.device("mps")
+MPS = torch.device("mps", 0)  # what an MPS tensor reports on a Mac (torch.device("mps") compares unequal to it)
 aten = torch.ops.aten
 
 # aten operations without an MPS kernel in some torch version that requirements.txt (torch>=2.5) allows: name -> the
@@ -153,7 +155,7 @@ class Generator(_Generator):
     """Stands in for torch.Generator under the simulation: device="mps" gives an MPSGenerator."""
 
     def __new__(cls, device="cpu"):
-        if torch.device(device).type == "mps":
+        if torch.device(device).type == "mps":  # a Mac's reports device(type='mps', index=0) too
             return MPSGenerator()
         return _Generator(device)
 

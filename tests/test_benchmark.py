@@ -28,7 +28,7 @@ def test_gpu_epoch_script_smoke_run_on_the_cpu(tmp_path):
                              "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads((tmp_path / "gpu_epoch.json").read_text())
-    default = figures["levers"]["float32 (default)"]
+    default = figures["levers"]["float32 (eager, TF32 off)"]
     assert default["images_per_s"] > 0 and default["max_loss_deviation"] == 0  # the reference curve is itself
-    assert figures["train_epoch"]["float32 (default)"]["seconds"] > 0
+    assert figures["train_epoch"]["float32 (eager, TF32 off)"]["seconds"] > 0
     assert figures["sampling"]["8"]["ddim_50_images_per_s"] > 0
