@@ -91,7 +91,7 @@ def training_numbers(model, config, images, device, repeats):
     """Images/s of one training update with the data path (slicing, upscaling, flipping) and without it."""
     model = model.to(device).train()
     optimizer = nb.make_optimizer(model, config.learning_rate)
-    state = nb.TrainingState(model, None, optimizer, nb.make_lr_scheduler(optimizer, 0, 1, False))
+    state = nb.TrainingState(model, None, optimizer)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end).to(device)
     order, flips = nb.epoch_order(len(images), config.seed, 0)
     batch = config.batch_size
@@ -99,7 +99,7 @@ def training_numbers(model, config, images, device, repeats):
 
     def update_with_data():
         start = next(first) % (len(images) // batch)
-        nb.train_update(state, images, order, flips, start, 0, schedule, config, device, 0)
+        nb.train_update(state, images, order, flips, schedule, config, device, dict(nb.new_progress(), batch=start))
 
     x_0 = nb.prepare_batch(images, order[:batch], flips[:batch], config.image_size, device)
     prepare_batch = nb.prepare_batch
@@ -107,7 +107,7 @@ def training_numbers(model, config, images, device, repeats):
     def update_without_data():  # the same update, handed a ready batch instead of preparing one
         nb.prepare_batch = lambda *args: x_0
         try:
-            nb.train_update(state, images, order, flips, 0, 0, schedule, config, device, 0)
+            nb.train_update(state, images, order, flips, schedule, config, device, nb.new_progress())
         finally:
             nb.prepare_batch = prepare_batch
 
@@ -134,12 +134,12 @@ def sampling_numbers(model, config, device, quick):
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
     batch = 2 if quick else 8
     shape = (batch, 3, config.image_size, config.image_size)
-    ddim = seconds_per_call(lambda: nb.ddim_sample(model, shape, device, schedule, config.sampling_steps, 0.0,
-                                                   torch.Generator().manual_seed(0), True), device, repeats=1)
+    ddim = seconds_per_call(lambda: nb.sample(model, shape, device, schedule, "ddim", config.sampling_steps,
+                                              generator=torch.Generator().manual_seed(0)), device, repeats=1)
     timed_steps = min(schedule.num_timesteps, 5 if quick else 50)
 
     def ddpm_slice():
-        for t, _ in nb.reverse_process(model, shape, device, schedule, torch.Generator().manual_seed(0)):
+        for t, _ in nb.reverse_process(model, shape, device, schedule, generator=torch.Generator().manual_seed(0)):
             if t <= schedule.num_timesteps - timed_steps:
                 break
 
@@ -168,8 +168,8 @@ def one_training_update(config, device):
     optimizer = nb.make_optimizer(model, config.learning_rate)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end).to(device)
     order, flips = nb.epoch_order(config.batch_size, config.seed, 0)
-    state = nb.TrainingState(model, None, optimizer, nb.make_lr_scheduler(optimizer, 0, 1, False))
-    nb.train_update(state, images, order, flips, 0, 0, schedule, config, device, 0)
+    state = nb.TrainingState(model, None, optimizer)
+    nb.train_update(state, images, order, flips, schedule, config, device, nb.new_progress())
 
 
 def peak_memory(config, device, quick):
@@ -229,15 +229,17 @@ def main():
         results["machine"] = torch.cuda.get_device_name(device)
     results["dense"] = dense_rates(device, args.quick)
     results["training"] = {}
-    runs = [(config.batch_size, "auto"), (config.batch_size, None), (args.small_batch, "auto")]
-    if nb.micro_batch_size("auto", config.batch_size, device) == config.batch_size:
-        runs.remove((config.batch_size, None))  # "auto" already runs the whole batch here
+    runs = [(config.batch_size, nb.CPU_MICRO_BATCH), (config.batch_size, None), (args.small_batch, nb.CPU_MICRO_BATCH)]
+    if nb.micro_batch_size(config.batch_size, device) == config.batch_size:
+        runs.remove((config.batch_size, None))  # the notebook already runs the whole batch here
     for batch, micro in runs:
-        batch_config = nb.dataclasses.replace(config, batch_size=batch, micro_batch_size=micro)
+        nb.CPU_MICRO_BATCH = micro or batch  # the notebook's constant, for this run
+        batch_config = nb.dataclasses.replace(config, batch_size=batch)
         model = nb.UNet(config.base_channels, config.channel_mults, config.dropout)
         numbers = training_numbers(model, batch_config, images, device, repeats)
-        numbers["micro_batch"] = nb.micro_batch_size(micro, batch, device)
+        numbers["micro_batch"] = nb.micro_batch_size(batch, device)
         results["training"][f"batch_{batch}" + ("_whole" if micro is None else "")] = numbers
+    nb.CPU_MICRO_BATCH = runs[0][1]
     small = nb.dataclasses.replace(config, batch_size=args.small_batch)
     try:
         reference = DiffusersUNet(config.image_size)
@@ -248,8 +250,7 @@ def main():
     results["sampling"] = sampling_numbers(nb.UNet(config.base_channels, config.channel_mults), config, device,
                                            args.quick)
     results["peak_memory_training_step"] = dict(peak_memory(config, device, args.quick), batch=config.batch_size,
-                                                micro_batch=nb.micro_batch_size(config.micro_batch_size,
-                                                                                config.batch_size, device))
+                                                micro_batch=nb.micro_batch_size(config.batch_size, device))
     report(results)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))

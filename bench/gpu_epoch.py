@@ -72,7 +72,7 @@ def tf32(enabled):
 
 
 def make_config(overrides, quick):
-    parameters = dict(default_parameters(), DEVICE="cpu", EVAL_IMAGES=0, MICRO_BATCH_SIZE=None)
+    parameters = dict(default_parameters(), DEVICE="cpu", EVAL_IMAGES=0)
     if quick:
         parameters.update(IMAGE_SIZE=16, BASE_CHANNELS=16, CHANNEL_MULTS=(1, 2), TIMESTEPS=20, SAMPLING_STEPS=5)
     parameters.update(overrides)
@@ -86,21 +86,21 @@ def build(config, device, channels_last, compile_mode):
         model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = nb.make_optimizer(model, config.learning_rate)
-    lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, 10**6, config.cosine_lr)
     step_model = torch.compile(model, mode=compile_mode) if compile_mode else model
-    return model, step_model, ema, optimizer, lr_scheduler
+    return model, step_model, ema, optimizer
 
 
 def time_updates(config, device, images, schedule, updates, channels_last, compile_mode):
     """(images/s over updates 2..`updates`, seconds of the first update (compile included), every update's loss)."""
-    model, step_model, ema, optimizer, lr_scheduler = build(config, device, channels_last, compile_mode)
+    model, step_model, ema, optimizer = build(config, device, channels_last, compile_mode)
     batches = len(images) // config.batch_size
     order, flips = nb.epoch_order(len(images), config.seed, 0)
     order, flips = order.to(device), flips.to(device)
     stats, started, first = [], time.perf_counter(), None
     for update in range(updates):
-        stats.append(nb.train_update(nb.TrainingState(step_model, ema, optimizer, lr_scheduler), images, order,
-                                     flips, update % batches, 0, schedule, config, device, update))
+        progress = dict(nb.new_progress(), batch=update % batches, step=update)
+        stats.append(nb.train_update(nb.TrainingState(step_model, ema, optimizer), images, order, flips, schedule,
+                                     config, device, progress))
         if update == 0:
             synchronize(device)
             first = time.perf_counter() - started
@@ -117,9 +117,9 @@ def epoch_seconds(config, device, images, schedule, channels_last):
     scratch = Path(tempfile.mkdtemp())  # its checkpoints (about 100 MB) stay out of OUT
     config = nb.dataclasses.replace(config, epochs=1, checkpoint_dir=str(scratch / "checkpoints"),
                                     sample_dir=str(scratch / "samples"))
-    model, _, ema, optimizer, lr_scheduler = build(config, device, channels_last, None)  # train() compiles
+    model, _, ema, optimizer = build(config, device, channels_last, None)  # train() compiles
     started = time.perf_counter()
-    nb.train(nb.TrainingState(model, ema, optimizer, lr_scheduler), images, schedule, config, device,
+    nb.train(nb.TrainingState(model, ema, optimizer), images, schedule, config, device,
              nb.new_progress(), nb.new_run_dir(config.checkpoint_dir), live=False)
     synchronize(device)
     return {"seconds": time.perf_counter() - started, "images": len(images)}
@@ -133,19 +133,19 @@ def sampling(config, device, schedule, batch, quick):
     model = nb.UNet(config.base_channels, config.channel_mults).to(device).eval()
     shape = (batch, 3, config.image_size, config.image_size)
     generator = torch.Generator().manual_seed(0)
-    nb.ddim_sample(model, shape, device, schedule, 2, 0.0, generator)  # warm-up
+    nb.sample(model, shape, device, schedule, "ddim", 2, generator=generator)  # warm-up
     synchronize(device)
     started = time.perf_counter()
-    nb.ddim_sample(model, shape, device, schedule, 5 if quick else 50, 0.0, generator)
+    nb.sample(model, shape, device, schedule, "ddim", 5 if quick else 50, generator=generator)
     synchronize(device)
     ddim = batch / (time.perf_counter() - started)
     started = time.perf_counter()
-    nb.dpm_solver_sample(model, shape, device, schedule, 5 if quick else 20, generator)
+    nb.sample(model, shape, device, schedule, "dpm++", 5 if quick else 20, generator=generator)
     synchronize(device)
     dpm = batch / (time.perf_counter() - started)
     steps = 5 if quick else 100
     started = time.perf_counter()
-    for t, _ in nb.reverse_process(model, shape, device, schedule, generator):
+    for t, _ in nb.reverse_process(model, shape, device, schedule, generator=generator):
         if t <= schedule.num_timesteps - steps:
             break
     synchronize(device)

@@ -23,7 +23,6 @@ is better for both. The figures are only comparable between rows with the same D
 import argparse
 import ast
 import copy
-import dataclasses
 import hashlib
 import json
 import math
@@ -45,10 +44,17 @@ from tiny import default_parameters  # noqa: E402  (the parameters cell's values
 nb = load_definitions()
 CACHE = ROOT / "bench" / "cache"
 SCORERS = ROOT / "bench" / "scorers"  # committed scorers: every session and machine scores with the same weights
-BENCH_DEFAULTS = dict(IMAGE_SIZE=32, BASE_CHANNELS=32, CHANNEL_MULTS=(1, 2, 4), MICRO_BATCH_SIZE="auto")
+BENCH_DEFAULTS = dict(IMAGE_SIZE=32, BASE_CHANNELS=32, CHANNEL_MULTS=(1, 2, 4))
 
 
 # ---------------------------------------------------------------- data
+
+
+def save_atomically(obj, path):
+    """torch.save to a temporary file, then rename: a stopped run leaves no half-written cache."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, Path(path).with_suffix(".partial"))
+    Path(path).with_suffix(".partial").replace(path)
 
 
 def folder_images(folder, cache=CACHE):
@@ -64,7 +70,7 @@ def folder_images(folder, cache=CACHE):
         stored = torch.load(path, weights_only=True)
         return stored["images"], stored["labels"]
     images, labels, _ = nb.load_image_folder(str(folder), 32)
-    nb.save_atomically({"images": images, "labels": labels}, path)
+    save_atomically({"images": images, "labels": labels}, path)
     return images, labels
 
 
@@ -151,7 +157,7 @@ def load_scorer(data, epochs, cache=CACHE, limit=None, path=None):
     test_images, test_labels = folder_images(Path(data) / "test", cache)
     print(f"  scorer: {accuracy(model, test_images, test_labels):.1%} test accuracy, "
           f"{time.perf_counter() - started:.0f} s")
-    nb.save_atomically(model.state_dict(), path)
+    save_atomically(model.state_dict(), path)
     return model
 
 
@@ -277,8 +283,7 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_b
     if adam_betas is not None:
         for group in optimizer.param_groups:
             group["betas"] = adam_betas
-    lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, updates, config.cosine_lr)
-    state = nb.TrainingState(model, ema_model, optimizer, lr_scheduler)
+    state = nb.TrainingState(model, ema_model, optimizer)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
     device_schedule = schedule.to(device)
     num_batches = nb.batches_per_epoch(len(images), config.batch_size, config.grad_accum_steps)
@@ -290,8 +295,10 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_b
         for first_batch in range(0, num_batches, config.grad_accum_steps):
             if update == updates:
                 break
-            pending.append(nb.train_update(state, images, order, flips, first_batch, epoch, device_schedule, config,
-                                           device, update))
+            for group in optimizer.param_groups:  # as the notebook's train() sets it, over this run's updates
+                group["lr"] = nb.get_lr(update, config.learning_rate, config.warmup_steps, updates, config.cosine_lr)
+            progress.update(epoch=epoch, batch=first_batch, step=update)
+            pending.append(nb.train_update(state, images, order, flips, device_schedule, config, device, progress))
             for track_model, decay in tracks.values():
                 nb.update_ema(track_model, model, decay(update))
             update += 1
@@ -307,11 +314,11 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_b
 def notebook_sampler(model, schedule, config, sampler, steps, device="cpu"):
     """A function (count, generator) -> images in [-1, 1] from `model` (on `device`) with the notebook's sampler
     named by SAMPLER's values ("ddpm", "ddim", "dpm++") and `steps`."""
-    settings, device = dataclasses.replace(config, sampler=sampler, sampling_steps=steps), torch.device(device)
+    predictor, device = nb.NoisePredictor(model, schedule, config.prediction), torch.device(device)
 
     def draw(count, generator):
-        return nb.generate(model, (count, 3, config.image_size, config.image_size), device, schedule, settings,
-                           generator)
+        return nb.sample(predictor, (count, 3, config.image_size, config.image_size), device, schedule, sampler, steps,
+                         generator=generator)
 
     return draw
 
@@ -429,6 +436,9 @@ def main():
     overrides = parse_overrides(args.set)
     if "SEED" in overrides:
         raise SystemExit("give the seed as --seed N (it seeds the peers too), not --set SEED=N")
+    unknown = set(overrides) - set(default_parameters())
+    if unknown:
+        raise SystemExit(f"--set: {', '.join(sorted(unknown))} not among the notebook's parameters")
     overrides["SEED"] = args.seed
     if args.quick:
         args.updates, args.batch, args.samples, args.scorer_epochs = 4, 8, 16, 1

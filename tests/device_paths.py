@@ -27,9 +27,8 @@ def new_run(nb, config, device, num_classes=None):
                     output_init=config.output_init).to(device)
     ema = nb.copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
     optimizer = nb.make_optimizer(model, config.learning_rate)
-    lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, config.epochs * 3, config.cosine_lr)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
-    return nb.TrainingState(model, ema, optimizer, lr_scheduler), schedule
+    return nb.TrainingState(model, ema, optimizer), schedule
 
 
 def train_on(nb, config, device, run_dir, progress=None, state=None, labels=None):
@@ -79,8 +78,8 @@ def stop_and_resume(nb, tmp, device):
 
 
 def v_prediction(nb, tmp, device):
-    """PREDICTION = "v" with min-SNR weighting, a grid at the end. Returns the grid file."""
-    config = path_config(nb, tmp, device, EPOCHS=1, PREDICTION="v", MIN_SNR_GAMMA=5)
+    """RECIPE = "faster": v-prediction with min-SNR weighting, a grid at the end. Returns the grid file."""
+    config = path_config(nb, tmp, device, EPOCHS=1, RECIPE="faster")
     run_dir = nb.new_run_dir(config.checkpoint_dir)
     train_on(nb, config, device, run_dir)
     return next((Path(config.sample_dir) / run_dir.name).glob("*.png"))
@@ -93,33 +92,28 @@ def class_conditional(nb, tmp, device):
     labels = torch.arange(24) % 10
     state, _ = train_on(nb, config, device, nb.new_run_dir(config.checkpoint_dir), labels=labels)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
-    return {sampler: nb.class_samples(state.ema_model, 3, 2.0, 2, device, schedule.to(device), 16,
-                                      dataclasses.replace(config, sampler=sampler))
-            for sampler in SAMPLERS}
+    predictor = nb.NoisePredictor(state.ema_model, schedule, config.prediction)
+    return {sampler: nb.class_samples(predictor, 3, 2.0, 2, device, 16, sampler, 5) for sampler in SAMPLERS}
 
 
 def sampling_section(nb, tmp, device):
     """Section 7 from a checkpoint file, as its cell does with checkpoint_path set: each sampler; then the explorers,
     the reverse-process snapshots and the GIF. Returns {name: images}."""
-    config = path_config(nb, tmp, device, EPOCHS=1, PREDICTION="v")
+    config = path_config(nb, tmp, device, EPOCHS=1, RECIPE="faster")
     run_dir = nb.new_run_dir(config.checkpoint_dir)
     train_on(nb, config, device, run_dir)
     path = next(run_dir.glob("step_*.pt"))
-    model, schedule, size, _ = nb.load_model(path, device)
-    model = nb.noise_predictor(model, schedule.to(device), nb.load_checkpoint(path)["config"]["prediction"])
+    model, schedule, size, _, prediction = nb.load_model(path, device)
+    predictor = nb.NoisePredictor(model, schedule, prediction)
     shape, generator = (2, 3, size, size), lambda: torch.Generator().manual_seed(1)
-    drawn = {
-        "ddpm": nb.sample(model, shape, device, schedule, generator(), config.variance, config.clip_x0),
-        "ddim": nb.ddim_sample(model, shape, device, schedule, 5, 0.5, generator(), config.clip_x0),
-        "dpm++": nb.dpm_solver_sample(model, shape, device, schedule, 5, generator(), config.clip_x0),
-    }
-    sampling_config = dataclasses.replace(config, prediction="eps")
+    drawn = {sampler: nb.sample(predictor, shape, device, schedule, sampler, 5, 0.5, generator())
+             for sampler in SAMPLERS}
     for sampler in SAMPLERS:
-        drawn[f"explorer {sampler}"] = nb.explore_sampler(model, size, device, schedule, sampling_config, sampler, 4,
-                                                          0.5, seed=2, count=2)
-    snapshots = nb.reverse_process_snapshots(model, shape, device, schedule, [9, 5, 0], generator())
-    drawn["snapshots"] = torch.cat(list(snapshots.values()))
-    frames = nb.denoising_gif(model, size, device, schedule, sampling_config, tmp / "denoising.gif")
+        drawn[f"explorer {sampler}"] = nb.explore_sampler(predictor, size, device, sampler, 4, 0.5, seed=2, count=2)
+    snapshots = [x for t, x in nb.reverse_process(predictor, shape, device, schedule, generator=generator())
+                 if t in (9, 5, 0)]
+    drawn["snapshots"] = torch.cat(snapshots).clamp(-1, 1).cpu()
+    frames = nb.denoising_gif(predictor, size, device, config.sampler, 5, tmp / "denoising.gif")
     drawn["gif"] = torch.from_numpy(frames).float() / 127.5 - 1
     return drawn
 
@@ -134,7 +128,8 @@ def evaluation_section(nb, tmp, device):
     extractor = StandInFeatures()
     real_images = nb.real_images_for_eval(images, 8, 16, 16, 0)
     real, _, _ = nb.cached_real_features(real_images, extractor, device, tmp / "cache")
-    fake_images = nb.generate_for_eval(state.ema_model, 8, 16, 16, device, schedule.to(device), config, 4, seed=4)
+    predictor = nb.NoisePredictor(state.ema_model, schedule, config.prediction)
+    fake_images = nb.generate_for_eval(predictor, 8, 16, 16, device, config.sampler, 5, 4, seed=4)
     fid, kid, _ = nb.fid_kid(real, nb.image_features(fake_images, extractor, device), kid_subsets=3)
     distances, _ = nb.nearest_training_images(fake_images[:2].float() / 127.5 - 1, images, 16, k=2, size=16)
     return fid, kid, distances

@@ -170,7 +170,7 @@ def test_a_process_killed_while_saving_leaves_the_previous_checkpoint(nb, tmp_pa
     assert path.with_name(path.name + ".partial").exists()  # the half file is there...
     found, checkpoint = nb.find_resume_checkpoint("latest", tmp_path / "checkpoints")
     assert found == path and torch.equal(checkpoint["value"], torch.ones(3))  # ...but never taken for a checkpoint
-    nb.prune_checkpoints(path.parent, keep=3)
+    nb.save_checkpoint(checkpoint, path)
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # and the next save clears it away
 
 
@@ -282,12 +282,13 @@ def test_a_damaged_checkpoint_is_named_in_the_error(nb, tmp_path):
         nb.load_checkpoint(path)
 
 
-def test_a_checkpoint_from_before_rmsnorm_is_a_clear_error_and_is_kept(nb, tmp_path):
-    """Format 1 held a U-Net with GroupNorm, whose weights do not fit the U-Net with RMSNorm."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_checkpoint_of_an_earlier_format_is_a_clear_error_and_is_kept(nb, tmp_path, version):
+    """Format 1 held a U-Net with 32-group GroupNorm, format 2 one with RMSNorm, a LambdaLR and RNG states."""
     path = tmp_path / "step_00000003.pt"
-    nb.save_checkpoint({"format_version": 1, "value": torch.ones(3)}, path)
+    nb.save_checkpoint({"format_version": version, "value": torch.ones(3)}, path)
     saved = path.read_bytes()
-    with pytest.raises(RuntimeError, match=r"earlier version of this notebook \(format 1\).*Start a new run"):
+    with pytest.raises(RuntimeError, match=rf"earlier version of this notebook \(format {version}\).*Start a new run"):
         nb.load_checkpoint(path)
     assert path.read_bytes() == saved
 
@@ -324,19 +325,20 @@ def test_new_runs_never_share_a_folder(nb, tmp_path):
     assert first != second and first.is_dir() and second.is_dir()
 
 
-def test_a_run_resumed_from_a_shared_folder_never_deletes_its_files_and_later_sections_still_run(nb, tmp_path):
+def test_a_run_resumed_from_a_shared_folder_never_deletes_its_files_and_later_sections_still_run(nb, tmp_path,
+                                                                                                monkeypatch):
     """RESUME names a checkpoint in a folder holding other runs' files too. The resumed run writes to a new folder,
     trains past KEEP_CHECKPOINTS there, and leaves the shared folder as it was; once the resumed file is gone,
     sections 7 and 9 (which copy the config) still run."""
     shared = tmp_path / "shared"
-    config = tiny_config(nb, tmp_path, EPOCHS=1, KEEP_CHECKPOINTS=1)
+    monkeypatch.setattr(nb, "KEEP_CHECKPOINTS", 1)
+    config = tiny_config(nb, tmp_path, EPOCHS=1)
     train(nb, config, tiny_images(), tiny_run(nb, config), shared)
     resumed_file = shared / "step_00000003.pt"
     others = [shared / "step_00000099.pt", shared / "notes.txt"]  # another run's checkpoint, a user's file
     for other in others:
         other.write_bytes(b"someone else's")
     config = dataclasses.replace(config, epochs=4, resume=str(resumed_file))
-    nb.check_resume(config.resume)
     path, checkpoint = nb.find_resume_checkpoint(config.resume, config.checkpoint_dir)
     run = restore(nb, checkpoint, path, tiny_run(nb, config), config)
     run_dir = nb.new_run_dir(config.checkpoint_dir, resumed_from=path)
@@ -345,17 +347,18 @@ def test_a_run_resumed_from_a_shared_folder_never_deletes_its_files_and_later_se
     assert [p.name for p in run_dir.glob("step_*.pt")] == ["step_00000012.pt"]  # pruned to 1, its own folder
     assert (run_dir / "resumed_from.txt").read_text().strip() == str(resumed_file.resolve())
     resumed_file.unlink()
-    drawn = nb.explore_sampler(run.ema, 16, torch.device("cpu"), run.schedule, config, "ddim", 3, 0.0, seed=1, count=2)
-    generated = nb.generate_for_eval(run.ema, 2, 16, 16, torch.device("cpu"), run.schedule, config, batch_size=2)
+    predictor = nb.NoisePredictor(run.ema, run.schedule, config.prediction)
+    drawn = nb.explore_sampler(predictor, 16, torch.device("cpu"), "ddim", 3, 0.0, seed=1, count=2)
+    generated = nb.generate_for_eval(predictor, 2, 16, 16, torch.device("cpu"), config.sampler, 3, batch_size=2)
     assert drawn.shape == (2, 3, 16, 16) and generated.shape == (2, 3, 16, 16)
 
 
 def test_a_resume_path_that_is_not_a_file_stops_at_the_config_cell(nb, tmp_path):
     with pytest.raises(nb.ConfigError, match=r"RESUME must be None, 'latest', or the path of an existing checkpoint "
-                                             r"file; got '.*missing.pt', which is not a file"):
-        nb.check_resume(str(tmp_path / "missing.pt"))
-    nb.check_resume(None)
-    nb.check_resume("latest")
+                                             r"file; got '.*missing.pt'"):
+        tiny_config(nb, tmp_path, RESUME=str(tmp_path / "missing.pt"))
+    tiny_config(nb, tmp_path, RESUME=None)
+    tiny_config(nb, tmp_path, RESUME="latest")
     with pytest.raises(FileNotFoundError, match="is not a file"):  # and if it vanishes before the build cell
         nb.find_resume_checkpoint(str(tmp_path / "missing.pt"), tmp_path)
 
@@ -365,11 +368,11 @@ def test_load_model_rebuilds_the_model_from_the_checkpoint_alone(nb, tmp_path):
     run = tiny_run(nb, config)
     train(nb, config, tiny_images(), run, tmp_path / "run")
     path = tmp_path / "run" / "step_00000003.pt"
-    model, schedule, image_size, class_names = nb.load_model(path, torch.device("cpu"))
+    model, schedule, image_size, class_names, prediction = nb.load_model(path, torch.device("cpu"))
     assert tensors_equal(model.state_dict(), run.ema.state_dict())  # EMA weights by default
-    raw, _, _, _ = nb.load_model(path, torch.device("cpu"), use_ema=False)
+    raw, _, _, _, _ = nb.load_model(path, torch.device("cpu"), use_ema=False)
     assert tensors_equal(raw.state_dict(), run.model.state_dict())
-    assert schedule.num_timesteps == 10 and image_size == 16 and class_names is None
+    assert schedule.num_timesteps == 10 and image_size == 16 and class_names is None and prediction == "eps"
 
 
 def test_checkpoint_loads_on_cpu_with_weights_only(nb, tmp_path):
@@ -382,12 +385,14 @@ def test_checkpoint_loads_on_cpu_with_weights_only(nb, tmp_path):
     assert checkpoint["progress"] == run.progress and run.progress["step"] == 3 and len(run.progress["losses"]) == 3
     assert checkpoint["config"] == dataclasses.asdict(config)
     assert checkpoint["optimizer"]["state"][0]["step"] == 3
-    assert {"python", "numpy", "torch"} <= checkpoint["rng"].keys()
+    assert "rng" not in checkpoint and "lr_scheduler" not in checkpoint  # each batch reseeds; the rate is computed
 
 
 @pytest.mark.parametrize("ema_decay, width", [(0.9999, 38 + 8 + 38), (None, 38)])
-def test_training_writes_checkpoints_and_grids_of_raw_and_ema_samples(nb, tmp_path, ema_decay, width):
-    config = tiny_config(nb, tmp_path, SAMPLE_EVERY=1, KEEP_CHECKPOINTS=1, NUM_SAMPLES=4, EMA_DECAY=ema_decay)
+def test_training_writes_checkpoints_and_grids_of_raw_and_ema_samples(nb, tmp_path, monkeypatch, ema_decay, width):
+    monkeypatch.setattr(nb, "KEEP_CHECKPOINTS", 1)
+    monkeypatch.setattr(nb, "NUM_SAMPLES", 4)
+    config = tiny_config(nb, tmp_path, SAMPLE_EVERY=1, EMA_DECAY=ema_decay)
     progress = train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "checkpoints" / "run-a")
     assert progress["epoch"] == 2 and progress["step"] == 6 and len(progress["losses"]) == 6
     assert [p.name for p in (tmp_path / "checkpoints" / "run-a").iterdir()] == ["step_00000006.pt"]  # kept 1
@@ -397,11 +402,10 @@ def test_training_writes_checkpoints_and_grids_of_raw_and_ema_samples(nb, tmp_pa
     assert PIL.Image.open(grids[0]).size == (width, 38)
 
 
-def test_a_checkpoint_from_before_v_prediction_resumes_as_an_eps_model(nb, tmp_path):
-    """Checkpoints written before PREDICTION and MIN_SNR_GAMMA existed trained eps with the plain MSE."""
+def test_a_checkpoint_of_the_other_recipe_is_a_clear_error(nb, tmp_path):
+    """The recipe decides what the network predicts: an eps model cannot continue as a v model."""
     config = tiny_config(nb, tmp_path, EPOCHS=1)
-    older = {key: value for key, value in nb.dataclasses.asdict(config).items()
-             if key not in ("prediction", "min_snr_gamma")}
-    nb.check_compatible(older, config, "old.pt")  # no error, no note
-    with pytest.raises(nb.ConfigError, match="PREDICTION: checkpoint 'eps', parameters 'v'"):
-        nb.check_compatible(older, dataclasses.replace(config, prediction="v"), "old.pt")
+    stored = nb.dataclasses.asdict(config)
+    nb.check_compatible(stored, config, "old.pt")  # no error, no note
+    with pytest.raises(nb.ConfigError, match="RECIPE: checkpoint 'paper', parameters 'faster'"):
+        nb.check_compatible(stored, dataclasses.replace(config, recipe="faster"), "old.pt")

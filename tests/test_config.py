@@ -52,18 +52,21 @@ def test_config_is_frozen(nb, defaults):
         ("NOISE_SCHEDULE", "sigmoid", "'linear' or 'cosine'"),
         ("EMA_DECAY", 1.0, "None or a number between 0 and 1"),
         ("SAMPLER", "euler", "'ddpm', 'ddim' or 'dpm++'"),
-        ("PREDICTION", "x0", "'eps' or 'v'"),
-        ("OUTPUT_INIT", "xavier", "'torch' or 'zero'"),
-        ("MIN_SNR_GAMMA", 0, "None or a positive number"),
         ("SAMPLING_STEPS", 2000, "an integer from 1 to TIMESTEPS (1000)"),
-        ("VARIANCE", "learned", "'beta' or 'posterior'"),
-        ("GRAD_CLIP", 0, "None or a positive number"),
-        ("RESUME", "", "None, 'latest', or the path of a checkpoint file"),
-        ("RESUME", 3, "None, 'latest', or the path of a checkpoint file"),
+        ("RESUME", "", "None, 'latest', or the path of an existing checkpoint file"),
+        ("RECIPE", "fast", "'paper' or 'faster'"),
+        ("GUIDANCE_SCALE", -1, "a number >= 0"),
+        ("WARMUP_STEPS", -1, "an integer >= 0"),
+        ("SEED", 1.5, "an integer >= 0"),
+        ("DROPOUT", 1.0, "a number in [0, 1)"),
+        ("CLASS_CONDITIONAL", 1, "True or False"),
+        ("DATA_DIR", "", "a folder path"),
+        ("CHECKPOINT_DIR", "", "a folder path"),
+        ("SAMPLE_DIR", None, "a folder path"),
+        ("SAMPLE_EVERY", 0, "a positive integer"),
+        ("RESUME", 3, "None, 'latest', or the path of an existing checkpoint file"),
         ("EVAL_IMAGES", 1, "0 (no FID or KID) or an integer >= 2"),
         ("EVAL_IMAGES", -5, "0 (no FID or KID) or an integer >= 2"),
-        ("EVAL_RESOLUTION", 128, "None or an integer from 8 to IMAGE_SIZE (64)"),
-        ("INCEPTION_WEIGHTS", "/no/such/weights.pth", "None or the path of an existing Inception weights file"),
     ],
 )
 def test_bad_value_names_the_parameter(nb, defaults, name, value, message):
@@ -107,19 +110,31 @@ def test_auto_device_falls_back_to_cpu(nb):
     assert nb.pick_device("auto").type == expected
 
 
-def test_bf16_is_refused_on_mps_only(nb):
-    with pytest.raises(ValueError, match="MIXED_PRECISION='bf16' is not supported on MPS"):
-        nb.check_mixed_precision("bf16", nb.torch.device("mps"))
-    nb.check_mixed_precision("bf16", nb.torch.device("cpu"))
-    nb.check_mixed_precision(None, nb.torch.device("mps"))
+def test_bf16_is_refused_on_mps_only(nb, defaults, monkeypatch):
+    monkeypatch.setattr(nb.torch.backends.mps, "is_available", lambda: True)
+    with pytest.raises(nb.ConfigError, match="MIXED_PRECISION must be None on MPS"):
+        nb.Config.from_parameters(dict(defaults, DEVICE="mps", MIXED_PRECISION="bf16"))
+    nb.Config.from_parameters(dict(defaults, DEVICE="cpu", MIXED_PRECISION="bf16"))
+    nb.Config.from_parameters(dict(defaults, DEVICE="mps", MIXED_PRECISION=None))
 
 
-def test_compile_is_refused_on_mps_only(nb):
-    with pytest.raises(ValueError, match="USE_COMPILE=True is not supported on MPS"):
-        nb.check_compile(True, nb.torch.device("mps"))
-    nb.check_compile(True, nb.torch.device("cpu"))
-    nb.check_compile(False, nb.torch.device("mps"))
-    nb.check_compile("auto", nb.torch.device("mps"))  # the default: eager on a Mac
+def test_compile_is_refused_on_mps_only(nb, defaults, monkeypatch):
+    monkeypatch.setattr(nb.torch.backends.mps, "is_available", lambda: True)
+    with pytest.raises(nb.ConfigError, match="USE_COMPILE must be 'auto' or False on MPS"):
+        nb.Config.from_parameters(dict(defaults, DEVICE="mps", USE_COMPILE=True))
+    nb.Config.from_parameters(dict(defaults, DEVICE="cpu", USE_COMPILE=True))
+    nb.Config.from_parameters(dict(defaults, DEVICE="mps", USE_COMPILE=False))
+    nb.Config.from_parameters(dict(defaults, DEVICE="mps", USE_COMPILE="auto"))  # the default: eager on a Mac
+
+
+def test_the_recipe_switches_target_weighting_rate_and_last_layer_at_once(nb, defaults):
+    paper = nb.Config.from_parameters(defaults)
+    faster = nb.Config.from_parameters(dict(defaults, RECIPE="faster"))
+    assert (paper.prediction, paper.min_snr_gamma, paper.learning_rate, paper.output_init) == ("eps", None, 2e-4,
+                                                                                                "torch")
+    assert (faster.prediction, faster.min_snr_gamma, faster.learning_rate, faster.output_init) == ("v", 5.0, 1e-3,
+                                                                                                   "zero")
+    assert nb.Config.from_parameters(dict(defaults, RECIPE="faster", LEARNING_RATE=3e-4)).learning_rate == 3e-4
 
 
 @pytest.mark.parametrize("use_compile, device, mode", [

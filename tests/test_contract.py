@@ -92,8 +92,8 @@ def test_collapsed_cells_are_plumbing_under_a_one_line_note():
 
 
 def test_the_papers_code_stays_open():
-    for name in ("make_schedule", "forward_diffusion", "reverse_process", "ddim_reverse_process",
-                 "dpm_solver_reverse_process", "UNet", "diffusion_losses", "train_update", "train", "fid_kid"):
+    for name in ("make_schedule", "forward_diffusion", "ddpm_step", "ddim_step", "dpm_solver_step", "reverse_process",
+                 "UNet", "diffusion_losses", "train_update", "train", "fid_kid"):
         (cell,) = [cell for cell in cells() if re.search(rf"^(def|class) {name}\b", source(cell), re.M)]
         assert not hidden(cell), name
 
@@ -115,3 +115,42 @@ def test_the_contents_link_every_section():
     assert len(headings) == 9
     for heading in headings:  # JupyterLab's anchor of a heading: its text with spaces as dashes
         assert f"(#{heading.replace(' ', '-')})" in contents, heading
+
+
+def global_reads(tree):
+    """The global names a cell's code reads: in each function, the names it neither takes nor assigns itself."""
+    reads = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            arguments = node.args
+            local = {a.arg for a in arguments.args + arguments.kwonlyargs + arguments.posonlyargs}
+            local |= {a.arg for a in (arguments.vararg, arguments.kwarg) if a is not None}
+            local |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            reads |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - local
+    top_level = [node for node in tree.body if not isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+    return reads | {n.id for node in top_level for n in ast.walk(node)
+                    if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def defined_names(tree):
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        else:
+            names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return names
+
+
+def test_no_cell_uses_a_name_that_only_a_later_cell_defines():
+    """Reading order: the notebook reads top to bottom, and every function it calls is already defined above."""
+    trees = [ast.parse(source(cell)) for cell in cells() if cell["cell_type"] == "code"]
+    first = {}
+    for index, tree in enumerate(trees):
+        for name in defined_names(tree):
+            first.setdefault(name, index)
+    forward = [(index, name, first[name]) for index, tree in enumerate(trees)
+               for name in global_reads(tree) if first.get(name, -1) > index]
+    assert not forward, forward

@@ -26,7 +26,7 @@ def test_ddim_timesteps_span_the_schedule_from_t_minus_1_to_0(nb):
 
 def test_ddim_calls_the_model_once_per_step(nb):
     model = RecordingModel()
-    nb.ddim_sample(model, (2, 3, 4, 4), "cpu", nb.linear_schedule(100, 1e-4, 0.02), steps=7)
+    nb.sample(model, (2, 3, 4, 4), "cpu", nb.linear_schedule(100, 1e-4, 0.02), "ddim", steps=7, clip_x0=False)
     assert model.seen == nb.ddim_timesteps(100, 7)
 
 
@@ -40,8 +40,8 @@ def test_ddim_with_eta_0_depends_on_the_starting_noise_only(nb, monkeypatch, eta
 
     monkeypatch.setattr(nb, "initial_noise", same_start)
     model, schedule = RecordingModel(), nb.linear_schedule(50, 1e-4, 0.02)
-    first = nb.ddim_sample(model, (2, 3, 8, 8), "cpu", schedule, steps=10, eta=eta)
-    second = nb.ddim_sample(model, (2, 3, 8, 8), "cpu", schedule, steps=10, eta=eta)
+    first = nb.sample(model, (2, 3, 8, 8), "cpu", schedule, "ddim", steps=10, eta=eta, clip_x0=False)
+    second = nb.sample(model, (2, 3, 8, 8), "cpu", schedule, "ddim", steps=10, eta=eta, clip_x0=False)
     assert torch.equal(first, second) == same
 
 
@@ -82,6 +82,6 @@ def test_ddim_with_eta_0_adds_no_noise(nb):
 
 def test_ddim_returns_images_in_range(nb):
     model = nb.UNet(base_channels=16, channel_mults=(1, 2))
-    images = nb.ddim_sample(model, (2, 3, 16, 16), "cpu", nb.cosine_schedule(50), steps=5,
+    images = nb.sample(model, (2, 3, 16, 16), "cpu", nb.cosine_schedule(50), "ddim", steps=5,
                             generator=torch.Generator().manual_seed(0))
     assert images.shape == (2, 3, 16, 16) and images.abs().max() <= 1 and torch.isfinite(images).all()

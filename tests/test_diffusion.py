@@ -106,7 +106,7 @@ class ConstantNoise(torch.nn.Module):
 def test_reverse_step_is_eq_11_plus_sigma_z(nb, variance):
     schedule = nb.linear_schedule(3, 0.1, 0.3)
     t, x = next(nb.reverse_process(ConstantNoise(), (1, 1, 2, 2), "cpu", schedule,
-                                   torch.Generator().manual_seed(5), variance))
+                                   generator=torch.Generator().manual_seed(5), clip_x0=False, variance=variance))
     # Replay the generators: x_T from the CPU generator, then z from one seeded by it.
     replay = torch.Generator().manual_seed(5)
     x_T = torch.randn((1, 1, 2, 2), generator=replay)

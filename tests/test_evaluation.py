@@ -65,7 +65,7 @@ def test_real_halves_score_far_below_real_against_noise(nb, real_train):
 
 
 def test_fid_with_real_inception_weights_ranks_real_then_blurred_then_noise(nb, fid_inception, real_train):
-    """Section 9 with real weights: INCEPTION_WEIGHTS set to the TorchScript file. 100 real images against 100
+    """Section 9 with real weights: inception_weights set to the TorchScript file. 100 real images against 100
     others score far below the same others blurred, and blurred below noise, in FID and in KID."""
     import torchvision.transforms.functional as TF
 
@@ -153,9 +153,10 @@ def test_to_uint8_quantises_as_a_png_stores(nb):
 def test_generated_images_come_as_uint8_at_the_evaluation_size(nb, tmp_path):
     config = tiny_config(nb, tmp_path)
     run = tiny_run(nb, config)
-    generated = nb.generate_for_eval(run.model, 5, 16, 8, torch.device("cpu"), run.schedule, config, batch_size=2)
+    predictor = nb.NoisePredictor(run.model, run.schedule)
+    generated = nb.generate_for_eval(predictor, 5, 16, 8, torch.device("cpu"), "dpm++", 5, batch_size=2)
     assert generated.shape == (5, 3, 8, 8) and generated.dtype == torch.uint8
-    again = nb.generate_for_eval(run.model, 5, 16, 8, torch.device("cpu"), run.schedule, config, batch_size=2)
+    again = nb.generate_for_eval(predictor, 5, 16, 8, torch.device("cpu"), "dpm++", 5, batch_size=2)
     assert torch.equal(generated, again)
 
 
@@ -177,7 +178,7 @@ def test_without_the_weights_the_error_says_what_to_fetch(nb, monkeypatch):
     with pytest.raises(RuntimeError) as error:
         nb.load_inception()
     message = str(error.value)
-    assert inception.URL_INCEPTION_V3 in message and "INCEPTION_WEIGHTS" in message
+    assert inception.URL_INCEPTION_V3 in message and "inception_weights" in message
     assert str(torch.hub.get_dir()) in message
 
 

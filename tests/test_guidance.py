@@ -33,7 +33,7 @@ def test_no_label_means_the_no_class_token(conditional):
 def test_guidance_mixes_conditional_and_unconditional_predictions(nb, conditional, w):
     x, t, labels = torch.randn(2, 3, 16, 16), torch.tensor([2, 7]), torch.tensor([0, 2])
     with torch.no_grad():
-        guided = nb.ClassifierFreeGuidance(conditional, labels, w)(x, t)
+        guided = nb.NoisePredictor(conditional, nb.linear_schedule(10, 1e-4, 0.02), "eps", labels, w)(x, t)
         eps_cond, eps_uncond = conditional(x, t, labels), conditional(x, t, torch.tensor([3, 3]))
     torch.testing.assert_close(guided, eps_uncond + w * (eps_cond - eps_uncond), rtol=1e-4, atol=1e-5)
     if w == 0:
@@ -44,8 +44,9 @@ def test_guidance_takes_one_forward_pass_per_step(nb, conditional, monkeypatch):
     calls = []
     forward = conditional.forward
     monkeypatch.setattr(conditional, "forward", lambda *args: calls.append(args[0].shape[0]) or forward(*args))
-    nb.ddim_sample(nb.ClassifierFreeGuidance(conditional, torch.tensor([0, 1]), 2.0), (2, 3, 16, 16), "cpu",
-                   nb.linear_schedule(20, 1e-4, 0.02), steps=4)
+    schedule = nb.linear_schedule(20, 1e-4, 0.02)
+    nb.sample(nb.NoisePredictor(conditional, schedule, "eps", torch.tensor([0, 1]), 2.0), (2, 3, 16, 16), "cpu",
+              schedule, "ddim", steps=4)
     assert calls == [4, 4, 4, 4]  # conditional and unconditional halves of one doubled batch
 
 
@@ -58,26 +59,27 @@ def test_label_dropout_hides_the_class_as_often_as_asked(nb):
     assert torch.equal(dropped[kept], labels[kept])
 
 
-def test_class_samples_are_repeatable_and_depend_on_the_class(nb, conditional, tmp_path):
-    config = tiny_config(nb, tmp_path, CLASS_CONDITIONAL=True)
-    schedule = nb.linear_schedule(10, 1e-4, 0.02)
-    first = nb.class_samples(conditional, 1, 3.0, 2, "cpu", schedule, 16, config, seed=4)
+def test_class_samples_are_repeatable_and_depend_on_the_class(nb, conditional):
+    predictor = nb.NoisePredictor(conditional, nb.linear_schedule(10, 1e-4, 0.02))
+    first = nb.class_samples(predictor, 1, 3.0, 2, "cpu", 16, "dpm++", 5, seed=4)
     assert first.shape == (2, 3, 16, 16) and first.abs().max() <= 1
-    assert torch.equal(first, nb.class_samples(conditional, 1, 3.0, 2, "cpu", schedule, 16, config, seed=4))
-    assert not torch.equal(first, nb.class_samples(conditional, 2, 3.0, 2, "cpu", schedule, 16, config, seed=4))
+    assert torch.equal(first, nb.class_samples(predictor, 1, 3.0, 2, "cpu", 16, "dpm++", 5, seed=4))
+    assert not torch.equal(first, nb.class_samples(predictor, 2, 3.0, 2, "cpu", 16, "dpm++", 5, seed=4))
 
 
-def test_class_samples_follow_the_loaded_models_size_and_schedule(nb, conditional, tmp_path):
-    """A checkpoint of 8x8 images and T = 4, sampled under parameters of 16x16, T = 10 and 5 steps."""
-    config = tiny_config(nb, tmp_path, CLASS_CONDITIONAL=True, SAMPLING_STEPS=5)
-    images = nb.class_samples(conditional, 1, 3.0, 2, "cpu", nb.linear_schedule(4, 1e-4, 0.02), 8, config)
-    assert images.shape == (2, 3, 8, 8)
+def test_class_samples_follow_the_predictors_schedule(nb, conditional):
+    seen = []
+    forward = conditional.forward
+    conditional.forward = lambda x, t, labels=None: seen.append(t[0].item()) or forward(x, t, labels)
+    images = nb.class_samples(nb.NoisePredictor(conditional, nb.linear_schedule(4, 1e-4, 0.02)), 1, 3.0, 2, "cpu", 8,
+                              "ddpm", None)
+    assert images.shape == (2, 3, 8, 8) and seen == [3, 2, 1, 0]  # the model's own T = 4, every index
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
-def test_guided_sampling_leaves_the_model_in_the_mode_it_had(nb, conditional, tmp_path, sampler):
-    config = tiny_config(nb, tmp_path, CLASS_CONDITIONAL=True, SAMPLER=sampler)
-    nb.class_samples(conditional, 1, 3.0, 2, "cpu", nb.linear_schedule(10, 1e-4, 0.02), 16, config)
+def test_guided_sampling_leaves_the_model_in_the_mode_it_had(nb, conditional, sampler):
+    nb.class_samples(nb.NoisePredictor(conditional, nb.linear_schedule(10, 1e-4, 0.02)), 1, 3.0, 2, "cpu", 16, sampler,
+                     5)
     assert not conditional.training and not any(module.training for module in conditional.modules())
 
 
@@ -92,7 +94,7 @@ def conditional_checkpoint(nb, tmp_path):
 def test_checkpoint_records_the_classes_and_reloads_as_conditional(nb, tmp_path):
     config, path, checkpoint = conditional_checkpoint(nb, tmp_path)
     assert checkpoint["class_names"] == ["a", "b", "c"] and checkpoint["config"]["class_conditional"]
-    model, _, _, class_names = nb.load_model(path, torch.device("cpu"))
+    model, _, _, class_names, _ = nb.load_model(path, torch.device("cpu"))
     assert model.num_classes == 3 and class_names == ["a", "b", "c"]
 
 
@@ -131,8 +133,8 @@ def airplanes_and_frogs(nb, tmp_path_factory, real_train):
         (folder / "data" / name).symlink_to(real_train / name, target_is_directory=True)
     images, labels, class_names = nb.load_image_folder(str(folder / "data"), 32)
     config = tiny_config(nb, folder, IMAGE_SIZE=32, CHANNEL_MULTS=(1, 2, 2), TIMESTEPS=1000, BATCH_SIZE=32, EPOCHS=4,
-                         MAX_BATCHES_PER_EPOCH=31, LEARNING_RATE=1e-3, WARMUP_STEPS=20, LOG_EVERY=31,
-                         SAMPLING_STEPS=20, CLASS_CONDITIONAL=True, OUTPUT_INIT="zero")  # zero suits 1e-3 (section 5)
+                         MAX_BATCHES_PER_EPOCH=31, WARMUP_STEPS=20, SAMPLING_STEPS=20, CLASS_CONDITIONAL=True,
+                         RECIPE="faster")  # 1e-3, v-prediction with min-SNR, the output layer at zero
     run = tiny_run(nb, config, updates_per_epoch=31, num_classes=2)
     train(nb, config, images, run, folder / "run", labels=labels, class_names=class_names)
     return run, config, images, labels, class_names
@@ -153,8 +155,8 @@ def test_guided_samples_of_two_classes_can_be_told_apart(nb, airplanes_and_frogs
     threshold = (real[labels == 0].mean() + real[labels == 1].mean()) / 2
     correct = 0
     for class_index in (0, 1):
-        samples = nb.class_samples(run.ema, class_index, 3.0, 32, "cpu", run.schedule, config.image_size, config,
-                                   seed=0)
+        samples = nb.class_samples(nb.NoisePredictor(run.ema, run.schedule, "v"), class_index, 3.0, 32, "cpu",
+                                   config.image_size, "dpm++", 20, seed=0)
         looks_like_airplane = blue_minus_green(samples) > threshold
         correct += (looks_like_airplane == (class_index == 0)).sum().item()
     assert correct / 64 >= 0.75

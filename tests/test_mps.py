@@ -119,7 +119,7 @@ def test_the_whole_notebook_runs_headless_on_the_simulated_mac(tmp_path, monkeyp
         f"simulated_mps.activate()\n"
         f"atexit.register(lambda: open({str(report)!r}, 'w').write(json.dumps(simulated_mps.fallbacks)))\n")
     monkeypatch.setenv("IPYTHONDIR", str(ipython))
-    executed = run_notebook(tmp_path, DATASET="cifar10", DATA_DIR="data", CLASS_CONDITIONAL=True, PREDICTION="v",
+    executed = run_notebook(tmp_path, DATASET="cifar10", DATA_DIR="data", CLASS_CONDITIONAL=True, RECIPE="faster",
                             **dict(SMALL, DEVICE="mps", EPOCHS=1, EVAL_IMAGES=0))
     assert_ran_cleanly(executed, class_conditional=True)
     text = printed(executed)

@@ -41,7 +41,7 @@ def test_velocity_and_noise_from_velocity_invert_each_other(nb, schedule):
         def forward(self, x, t):
             return v
 
-    torch.testing.assert_close(nb.NoiseFromVelocity(PerfectV(), schedule)(x_t, t), noise, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(nb.NoisePredictor(PerfectV(), schedule, "v")(x_t, t), noise, atol=1e-5, rtol=1e-5)
 
 
 def test_v_prediction_trains_towards_v(nb, schedule):
@@ -87,16 +87,14 @@ def test_a_v_model_samples_like_the_same_noise_model(nb, schedule):
             return a * eps - s * x_0
 
     shape = (3, 3, 4, 4)
-    eps_images = nb.ddim_sample(oracle, shape, "cpu", schedule, 20, 0.0, torch.Generator().manual_seed(0))
-    v_images = nb.ddim_sample(nb.NoiseFromVelocity(AsV(), schedule), shape, "cpu", schedule, 20, 0.0,
-                              torch.Generator().manual_seed(0))
+    eps_images = nb.sample(oracle, shape, "cpu", schedule, "ddim", 20, generator=torch.Generator().manual_seed(0),
+                           clip_x0=False)
+    v_images = nb.sample(nb.NoisePredictor(AsV(), schedule, "v"), shape, "cpu", schedule, "ddim", 20,
+                         generator=torch.Generator().manual_seed(0), clip_x0=False)
     torch.testing.assert_close(v_images, eps_images, atol=1e-4, rtol=1e-4)
 
 
-def test_sampler_steps_wraps_a_v_model_for_the_configured_prediction(nb, schedule, tmp_path):
-    from tiny import tiny_config
-
-    config = tiny_config(nb, tmp_path, PREDICTION="v", SAMPLER="dpm++", SAMPLING_STEPS=3, TIMESTEPS=10)
+def test_a_v_model_samples_through_the_noise_predictor_with_one_call_a_step(nb, schedule):
     seen = []
 
     class Recorder(torch.nn.Module):
@@ -105,7 +103,8 @@ def test_sampler_steps_wraps_a_v_model_for_the_configured_prediction(nb, schedul
             return torch.zeros_like(x)
 
     small = nb.make_schedule("linear", 10, 1e-4, 0.02)
-    images = nb.generate(Recorder(), (2, 3, 4, 4), torch.device("cpu"), small, config, torch.Generator().manual_seed(0))
+    images = nb.sample(nb.NoisePredictor(Recorder(), small, "v"), (2, 3, 4, 4), torch.device("cpu"), small, "dpm++", 3,
+                       generator=torch.Generator().manual_seed(0))
     assert seen == nb.dpm_solver_timesteps(small, 3) and len(seen) == 3  # one model call a step
     # v = 0 means x_0 = sqrt(alpha-bar_t) x_t: never the zero image that eps = 0 would give at the last step
     assert images.abs().sum() > 0
@@ -121,8 +120,8 @@ def test_dpm_solver_lands_on_the_only_image_a_point_dataset_has(nb, schedule, st
             s = schedule.sqrt_one_minus_alphas_cumprod[t].view(-1, 1, 1, 1)
             return (x_t - a * x_star) / s
 
-    *_, (t, x) = nb.dpm_solver_reverse_process(PointOracle(), x_star.shape, "cpu", schedule, steps,
-                                                torch.Generator().manual_seed(0))
+    *_, (t, x) = nb.reverse_process(PointOracle(), x_star.shape, "cpu", schedule, "dpm++", steps,
+                                     generator=torch.Generator().manual_seed(0), clip_x0=False)
     assert t == nb.ddim_timesteps(1000, steps)[-1]  # the last call, then the step to the clean image
     torch.testing.assert_close(x, x_star, atol=1e-4, rtol=0)
 
@@ -132,8 +131,10 @@ def test_dpm_solver_with_two_steps_is_ddim_on_the_same_timesteps(nb, schedule, m
     oracle = GaussianOracle(schedule, 0.5)
     shape = (2, 3, 4, 4)
     assert nb.dpm_solver_timesteps(schedule, 2) == [999, 0]
-    *_, (_, ddim) = nb.ddim_reverse_process(oracle, shape, "cpu", schedule, 2, 0.0, torch.Generator().manual_seed(1))
-    *_, (_, dpm) = nb.dpm_solver_reverse_process(oracle, shape, "cpu", schedule, 2, torch.Generator().manual_seed(1))
+    *_, (_, ddim) = nb.reverse_process(oracle, shape, "cpu", schedule, "ddim", 2,
+                                       generator=torch.Generator().manual_seed(1), clip_x0=False)
+    *_, (_, dpm) = nb.reverse_process(oracle, shape, "cpu", schedule, "dpm++", 2,
+                                      generator=torch.Generator().manual_seed(1), clip_x0=False)
     torch.testing.assert_close(dpm, ddim, atol=1e-5, rtol=1e-5)
 
 
@@ -153,10 +154,10 @@ def test_dpm_solver_follows_the_probability_flow_closer_than_ddim(nb, schedule, 
     oracle = GaussianOracle(schedule, c)
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(2))
     target = probability_flow_endpoint(x_T, schedule, c)
-    *_, (_, ddim) = nb.ddim_reverse_process(oracle, shape, "cpu", schedule, steps, 0.0,
-                                            torch.Generator().manual_seed(2))
-    *_, (_, dpm) = nb.dpm_solver_reverse_process(oracle, shape, "cpu", schedule, steps,
-                                                 torch.Generator().manual_seed(2))
+    *_, (_, ddim) = nb.reverse_process(oracle, shape, "cpu", schedule, "ddim", steps,
+                                       generator=torch.Generator().manual_seed(2), clip_x0=False)
+    *_, (_, dpm) = nb.reverse_process(oracle, shape, "cpu", schedule, "dpm++", steps,
+                                      generator=torch.Generator().manual_seed(2), clip_x0=False)
     ddim_error, dpm_error = (ddim - target).abs().mean(), (dpm - target).abs().mean()
     assert dpm_error < 0.25 * ddim_error, (dpm_error, ddim_error)
 

@@ -40,7 +40,7 @@ def smoke_run(image_folder, tmp_path_factory):
     """One smoke run with two samplers, screened levers, a seed and two extra EMA tracks: its rows and output."""
     folder = tmp_path_factory.mktemp("smoke")
     out = folder / "rows.jsonl"
-    stdout = run_quality(image_folder, "--quick", "--samplers", "ddim:5,dpm++:5", "--set", "PREDICTION=v",
+    stdout = run_quality(image_folder, "--quick", "--samplers", "ddim:5,dpm++:5", "--set", "RECIPE=faster",
                          "--adam-betas", "0.9,0.999", "--seed", 3, "--ema-tracks", "raw,power:3",
                          "--cache", folder / "cache", "--json", out)
     return [json.loads(line) for line in out.read_text().splitlines()], stdout, out, folder / "cache"
@@ -52,7 +52,7 @@ def test_quality_smoke_run_scores_every_sampler_and_names_its_levers(smoke_run):
     for row in rows:
         assert row["fd"] >= 0 and row["train_min"] > 0 and row["sample_min"] > 0
         assert row["command"].endswith("--json " + str(out))
-        assert row["row"] == "notebook PREDICTION=v adam-betas=0.9,0.999 seed=3"  # --set, the screened levers
+        assert row["row"] == "notebook RECIPE=faster adam-betas=0.9,0.999 seed=3"  # --set, the screened levers
         assert row["seed"] == 3
     assert stdout.count("RESULT notebook") == 4
     assert len(list(cache.glob("scorer-*.pt"))) == 1  # the scorer is cached for the next row

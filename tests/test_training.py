@@ -13,8 +13,8 @@ def trained(nb, tmp_path_factory, real_train):
     images, _, _ = nb.load_image_folder(str(real_train), 32)
     folder = tmp_path_factory.mktemp("trained")
     config = tiny_config(nb, folder, IMAGE_SIZE=32, CHANNEL_MULTS=(1, 2, 2), TIMESTEPS=1000, BATCH_SIZE=32,
-                         EPOCHS=2, MAX_BATCHES_PER_EPOCH=75, LEARNING_RATE=1e-3, WARMUP_STEPS=20, LOG_EVERY=75,
-                         SAMPLING_STEPS=50, OUTPUT_INIT="zero")  # the start that suits 1e-3 (section 5)
+                         EPOCHS=2, MAX_BATCHES_PER_EPOCH=75, LEARNING_RATE=1e-3, WARMUP_STEPS=20,
+                         SAMPLING_STEPS=50)
     run = tiny_run(nb, config, updates_per_epoch=75)
     untrained = {name: value.clone() for name, value in run.model.state_dict().items()}
     train(nb, config, images[:4000], run, folder / "run")
@@ -53,7 +53,7 @@ def test_ema_ddim_samples_move_towards_the_data(nb, trained):
     # is 75% of the noise's.
     run, _, held_out = trained
     data = held_out.float() / 127.5 - 1
-    samples = nb.ddim_sample(run.ema, (64, 3, 32, 32), "cpu", run.schedule, steps=50, eta=0.0,
-                             generator=torch.Generator().manual_seed(0), clip_x0=True)
+    samples = nb.sample(run.ema, (64, 3, 32, 32), "cpu", run.schedule, "ddim", steps=50, eta=0.0,
+                        generator=torch.Generator().manual_seed(0), clip_x0=True)
     noise = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
     assert channel_stats_distance(samples, data) < 0.75 * channel_stats_distance(noise, data)

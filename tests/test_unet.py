@@ -66,11 +66,15 @@ def test_every_block_sees_the_timestep(nb, base_channels):
         assert not torch.allclose(out[0], out[1], atol=1e-5)
 
 
-def test_rms_norm_divides_each_pixel_by_its_root_mean_square(nb):
-    x = torch.randn(2, 8, 4, 4) * 5 + torch.arange(8.0).view(1, 8, 1, 1)  # a scale, and a shift per channel
-    out = nb.RMSNorm(8)(x)
-    assert torch.allclose(out.square().mean(dim=1), torch.ones(2, 4, 4), atol=1e-4)
-    assert torch.allclose(out * x.square().mean(dim=1, keepdim=True).sqrt(), x, atol=1e-4)  # nothing subtracted
+def test_the_unet_normalises_with_groupnorm_over_groups_of_channels(nb):
+    model = nb.UNet(base_channels=16, channel_mults=(1, 2))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]  # the DDPM U-Net's, as the plan says
+    assert norms and all(m.num_groups <= 32 and m.num_channels // m.num_groups >= 4 for m in norms)
+    assert nb.group_norm(256).num_groups == 32 and nb.group_norm(16).num_groups == 4
+    x = torch.randn(2, 16, 4, 4) * 5 + torch.arange(16.0).view(1, 16, 1, 1)  # a scale, and a shift per channel
+    groups = nb.group_norm(16)(x).view(2, 4, -1)  # each group of 4 channels over all pixels: mean 0, variance 1
+    assert torch.allclose(groups.mean(dim=-1), torch.zeros(2, 4), atol=1e-5)
+    assert torch.allclose(groups.var(dim=-1, unbiased=False), torch.ones(2, 4), atol=1e-3)
 
 
 def test_attention_gets_contiguous_queries_keys_and_values(nb, monkeypatch):

@@ -11,7 +11,7 @@ from notebook import cells, source
 # Parameters for a whole run of the notebook in about 20 s on the CPU, whatever else the machine has (papermill and
 # browser tests)
 SMALL = dict(DEVICE="cpu", IMAGE_SIZE=32, BASE_CHANNELS=16, TIMESTEPS=20, EPOCHS=2, BATCH_SIZE=8,
-             MAX_BATCHES_PER_EPOCH=3, SAMPLE_EVERY=1, LOG_EVERY=2, SAMPLING_STEPS=10, WARMUP_STEPS=2, EVAL_IMAGES=4)
+             MAX_BATCHES_PER_EPOCH=3, SAMPLE_EVERY=1, SAMPLING_STEPS=10, WARMUP_STEPS=2, EVAL_IMAGES=4)
 
 
 def default_parameters():
@@ -24,9 +24,11 @@ def tiny_config(nb, tmp_path, **overrides):
     parameters = dict(
         default_parameters(),
         IMAGE_SIZE=16, BASE_CHANNELS=16, CHANNEL_MULTS=(1, 2), TIMESTEPS=10, BATCH_SIZE=4, EPOCHS=2,
-        MAX_BATCHES_PER_EPOCH=3, LOG_EVERY=2, SAMPLE_EVERY=100, NUM_SAMPLES=2, WARMUP_STEPS=2, SAMPLING_STEPS=5,
+        MAX_BATCHES_PER_EPOCH=3, SAMPLE_EVERY=100, WARMUP_STEPS=2, SAMPLING_STEPS=5,
         CHECKPOINT_DIR=str(tmp_path / "checkpoints"), SAMPLE_DIR=str(tmp_path / "samples"),
     )
+    unknown = set(overrides) - set(default_parameters())
+    assert not unknown, f"not parameters of the notebook: {unknown}"
     parameters.update(overrides)
     return nb.Config.from_parameters(parameters)
 
@@ -36,21 +38,18 @@ def tiny_images(count=24, size=16):
 
 
 def tiny_run(nb, config, updates_per_epoch=3, num_classes=None):
-    """A new run as the notebook's setup cells build it, seeded from config.seed: model, ema, optimizer,
-    lr_scheduler, the four as the notebook's TrainingState (state), schedule and progress."""
+    """A new run as the notebook's setup cells build it, seeded from config.seed: model, ema, optimizer, the three
+    as the notebook's TrainingState (state), schedule and progress."""
     torch.manual_seed(config.seed)
     model = nb.UNet(config.base_channels, config.channel_mults, config.dropout, num_classes,
                     output_init=config.output_init)
     optimizer = nb.make_optimizer(model, config.learning_rate)
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
-    lr_scheduler = nb.make_lr_scheduler(optimizer, config.warmup_steps, config.epochs * updates_per_epoch,
-                                        config.cosine_lr)
     return SimpleNamespace(
         model=model,
         ema=ema,
         optimizer=optimizer,
-        lr_scheduler=lr_scheduler,
-        state=nb.TrainingState(model, ema, optimizer, lr_scheduler),
+        state=nb.TrainingState(model, ema, optimizer),
         schedule=nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end),
         progress=nb.new_progress(),
     )
