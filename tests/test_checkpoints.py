@@ -409,3 +409,45 @@ def test_a_checkpoint_of_the_other_recipe_is_a_clear_error(nb, tmp_path):
     nb.check_compatible(stored, config, "old.pt")  # no error, no note
     with pytest.raises(nb.ConfigError, match="RECIPE: checkpoint 'paper', parameters 'faster'"):
         nb.check_compatible(stored, dataclasses.replace(config, recipe="faster"), "old.pt")
+
+
+@pytest.mark.parametrize("settings, stop_at_batch", [
+    (dict(GRAD_ACCUM_STEPS=2, MAX_BATCHES_PER_EPOCH=4), 7),  # 2 updates of 2 batches an epoch: epoch 2's second
+    (dict(DROPOUT=0.1), 5),  # 3 updates of 1 batch an epoch: epoch 2's second
+    (dict(RECIPE="faster"), 5)], ids=["accumulation", "dropout", "v-prediction"])
+def test_resume_mid_epoch_is_exact_with_accumulation_dropout_and_v_prediction(nb, tmp_path, monkeypatch, settings,
+                                                                               stop_at_batch):
+    """Each of these draws more from the RNG or splits an update over batches; resumed mid-epoch from a checkpoint
+    into fresh objects, the run still ends bitwise where the run that never stopped ends."""
+    config = tiny_config(nb, tmp_path, EPOCHS=3, COSINE_LR=True, **settings)
+    straight = tiny_run(nb, config)
+    train(nb, config, tiny_images(), straight, tmp_path / "straight")
+    interrupt_at_update(nb, monkeypatch, stop_at_batch)
+    with pytest.raises(KeyboardInterrupt):
+        train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "stopped")
+    monkeypatch.undo()
+    path = max((tmp_path / "stopped").glob("step_*.pt"))  # the one the stop saved
+    checkpoint = nb.load_checkpoint(path)
+    assert checkpoint["progress"]["epoch"] == 1 and checkpoint["progress"]["batch"] > 0  # mid-epoch
+    resumed = restore(nb, checkpoint, path, tiny_run(nb, config), config)
+    train(nb, config, tiny_images(), resumed, tmp_path / "resumed")
+    assert tensors_equal(resumed.model.state_dict(), straight.model.state_dict())
+    assert tensors_equal(resumed.ema.state_dict(), straight.ema.state_dict())
+    assert resumed.progress == straight.progress
+
+
+def test_a_checkpoint_of_the_faster_recipe_samples_as_a_v_model(nb, tmp_path):
+    """Section 7 with checkpoint_path set: load_model says what the network predicts, and the NoisePredictor built
+    from it draws what the trained model draws in the notebook's own kernel."""
+    config = tiny_config(nb, tmp_path, EPOCHS=1, RECIPE="faster")
+    run = tiny_run(nb, config)
+    train(nb, config, tiny_images(), run, tmp_path / "run")
+    model, schedule, size, _, prediction = nb.load_model(tmp_path / "run" / "step_00000003.pt", torch.device("cpu"))
+    assert prediction == "v" == config.prediction
+
+    def draw(network, target):
+        return nb.sample(nb.NoisePredictor(network, schedule, target), (2, 3, size, size), "cpu", schedule, "dpm++", 5,
+                         generator=torch.Generator().manual_seed(0))
+
+    assert torch.equal(draw(model, prediction), draw(run.ema, config.prediction))
+    assert not torch.equal(draw(model, prediction), draw(model, "eps"))  # read as eps, the same network differs

@@ -182,3 +182,9 @@ def test_tf32_is_turned_on_for_cuda_only(nb, monkeypatch):
         assert nb.torch.get_float32_matmul_precision() == "high" and nb.torch.backends.cudnn.allow_tf32
     finally:
         nb.torch.set_float32_matmul_precision(precision)
+
+
+def test_every_parameter_has_a_bad_value_case(defaults):
+    """Each parameter's check is exercised above: a value it must refuse, named in the error."""
+    cases = next(mark for mark in test_bad_value_names_the_parameter.pytestmark if mark.name == "parametrize")
+    assert {name for name, _, _ in cases.args[1]} == set(defaults)

@@ -80,8 +80,11 @@ def test_ddim_with_eta_0_adds_no_noise(nb):
         assert nb.ddim_coefficients(schedule, t, t_prev, eta=0.0)[2] == 0
 
 
-def test_ddim_returns_images_in_range(nb):
-    model = nb.UNet(base_channels=16, channel_mults=(1, 2))
-    images = nb.sample(model, (2, 3, 16, 16), "cpu", nb.cosine_schedule(50), "ddim", steps=5,
-                            generator=torch.Generator().manual_seed(0))
-    assert images.shape == (2, 3, 16, 16) and images.abs().max() <= 1 and torch.isfinite(images).all()
+def test_ddim_returns_its_last_step_in_range(nb):
+    model, schedule = nb.UNet(base_channels=16, channel_mults=(1, 2)), nb.cosine_schedule(50)
+    images = nb.sample(model, (2, 3, 16, 16), "cpu", schedule, "ddim", steps=5,
+                       generator=torch.Generator().manual_seed(0))
+    *_, (t, last) = nb.reverse_process(model, (2, 3, 16, 16), "cpu", schedule, "ddim", steps=5,
+                                       generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, 16, 16) and t == 0 and torch.isfinite(images).all()
+    assert torch.equal(images, last.clamp(-1, 1))  # the sample is the output of the step from t = 0, clipped

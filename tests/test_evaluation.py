@@ -52,8 +52,8 @@ def test_kid_subsets_are_reproducible_and_leave_the_global_rng_alone(nb):
     assert first[2] > 1e-4  # a real spread: the subsets (N / 2 = 150 images each) differ
 
 
-def test_real_halves_score_far_below_real_against_noise(nb, real_train):
-    images, _, _ = nb.load_image_folder(str(real_train), 32)
+def test_real_halves_score_far_below_real_against_noise(nb, real_images):
+    images, _, _ = real_images
     real = nb.real_images_for_eval(images, 2000, 64, 64, seed=0)  # a random choice: the folder is sorted by class
     noise = torch.randint(0, 256, (1000, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     extractor = StandInFeatures()
@@ -64,14 +64,14 @@ def test_real_halves_score_far_below_real_against_noise(nb, real_train):
     assert real_fid < 0.05 * noise_fid and real_kid < 0.05 * noise_kid, (real_fid, noise_fid, real_kid, noise_kid)
 
 
-def test_fid_with_real_inception_weights_ranks_real_then_blurred_then_noise(nb, fid_inception, real_train):
+def test_fid_with_real_inception_weights_ranks_real_then_blurred_then_noise(nb, fid_inception, real_images):
     """Section 9 with real weights: inception_weights set to the TorchScript file. 100 real images against 100
     others score far below the same others blurred, and blurred below noise, in FID and in KID."""
     import torchvision.transforms.functional as TF
 
     extractor = nb.load_inception(str(fid_inception))
     assert isinstance(extractor, nb.TorchScriptInception)
-    images, _, _ = nb.load_image_folder(str(real_train), 32)
+    images, _, _ = real_images
     real = nb.real_images_for_eval(images, 200, 64, 64, seed=0)  # as the notebook compares them at 64x64
     noise = torch.randint(0, 256, (100, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     sets = {"real": real[100:], "blurred": TF.gaussian_blur(real[100:], kernel_size=9, sigma=2.0), "noise": noise}
@@ -204,3 +204,20 @@ def test_a_training_image_is_its_own_nearest_neighbour(nb):
     queries = images[[7, 42]].float() / 127.5 - 1
     distances, indices = nb.nearest_training_images(queries, images, 32, k=2)
     assert indices[:, 0].tolist() == [7, 42] and torch.all(distances[:, 0] < 1e-5) and torch.all(distances[:, 1] > 0.1)
+
+
+def test_a_class_conditional_model_is_evaluated_on_every_class_in_turn_with_guidance(nb, monkeypatch):
+    """Section 9 for CLASS_CONDITIONAL: the generated images cycle through the classes, each guided."""
+    seen = []
+
+    class Conditional(torch.nn.Module):
+        num_classes = 3
+
+        def forward(self, x, t, labels=None):
+            seen.append(labels.tolist())
+            return torch.zeros_like(x)
+
+    predictor = nb.NoisePredictor(Conditional(), nb.linear_schedule(10, 1e-4, 0.02))
+    nb.generate_for_eval(predictor, 5, 8, 8, torch.device("cpu"), "ddim", 1, batch_size=4, guidance_scale=2.0)
+    # one doubled batch per step: the classes of the batch, then the "no class" token (3) for each
+    assert seen == [[0, 1, 2, 0, 3, 3, 3, 3], [1, 3]]

@@ -56,15 +56,20 @@ def test_the_ema_trails_a_moving_weight_by_the_same_fraction_of_any_run(nb):
     assert lags[1000] == pytest.approx(1 / 18.97, rel=0.02) and lags[10_000] == pytest.approx(1 / 18.97, rel=0.02)
 
 
-def test_training_keeps_an_ema_that_lags_the_weights(nb, tmp_path):
-    config = tiny_config(nb, tmp_path, EPOCHS=1, EMA_DECAY=0.5)
+def test_training_keeps_the_ema_that_its_decays_say(nb, tmp_path, monkeypatch):
+    """With the decay of update n (1-based) set to 1 - 1/n, the EMA after each update is the plain mean of the weights
+    after every update so far: training must blend each update's weights into it with exactly that decay."""
+    monkeypatch.setattr(nb, "ema_decay", lambda update, max_decay: 1 - 1 / (update + 1))
+    config = tiny_config(nb, tmp_path, EPOCHS=2)
     run = tiny_run(nb, config)
-    start = copy.deepcopy(run.model.state_dict())
+    history, step = [], run.optimizer.step
+    run.optimizer.step = lambda: (step(), history.append(copy.deepcopy(run.model.state_dict())))
     train(nb, config, tiny_images(), run, tmp_path / "run")
-    for name, weights in run.model.named_parameters():
-        ema = dict(run.ema.named_parameters())[name]
-        if not torch.equal(weights, start[name]):  # lies strictly between start and now, elementwise on average
-            assert 0 < (ema - start[name]).norm() < (weights - start[name]).norm() + 1e-9, name
+    assert len(history) == 6
+    for name, ema in run.ema.named_parameters():
+        mean = torch.stack([weights[name] for weights in history]).mean(dim=0)
+        torch.testing.assert_close(ema, mean, rtol=1e-5, atol=1e-7)
+        assert not torch.allclose(ema, history[-1][name]), name  # the EMA lags the weights it averages
 
 
 def test_no_ema_when_ema_decay_is_none(nb, tmp_path):
@@ -204,3 +209,21 @@ def test_micro_batches_and_accumulation_give_the_whole_batchs_update(nb, tmp_pat
         clear = gradient.abs() > 1e-5
         torch.testing.assert_close(b[clear], a[clear], rtol=0, atol=5e-6)
         torch.testing.assert_close(b, a, rtol=0, atol=1e-4)
+
+
+def test_use_compile_trains_the_compiled_unet_as_eager_does_on_the_cpu(nb, tmp_path, monkeypatch):
+    """USE_COMPILE = True on the CPU: train() runs torch.compile's Inductor (about a minute to compile here, hence
+    one epoch of three updates), and the losses and weights match the eager run's to float tolerance."""
+    calls, real_compile, results = [], torch.compile, []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or real_compile(model, **kw))
+    for use_compile in (False, True):
+        config = tiny_config(nb, tmp_path / str(use_compile), EPOCHS=1, USE_COMPILE=use_compile, EMA_DECAY=None)
+        run = tiny_run(nb, config)
+        train(nb, config, tiny_images(), run, tmp_path / str(use_compile) / "run")
+        results.append((list(calls), run.progress["losses"], run.model.state_dict()))
+        calls.clear()
+    (eager_calls, eager_losses, eager), (compiled_calls, compiled_losses, compiled_weights) = results
+    assert eager_calls == [] and compiled_calls == [{"mode": "default"}]
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4)
+    for name, weights in eager.items():
+        torch.testing.assert_close(compiled_weights[name], weights, rtol=1e-4, atol=1e-5)

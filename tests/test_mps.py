@@ -105,7 +105,7 @@ def test_evaluation_with_a_stand_in_feature_extractor(nb, tmp_path, on_mps):
     assert fid == fid and kid == kid and distances.isfinite().all()  # not NaN
 
 
-def test_the_whole_notebook_runs_headless_on_the_simulated_mac(tmp_path, monkeypatch):
+def test_the_whole_notebook_runs_headless_on_the_simulated_mac(tmp_path):
     """Every cell, top to bottom through papermill, with DEVICE = "mps": class-conditional, v-prediction. Section 9
     stops at EVAL_IMAGES = 0 here (Inception under the simulation costs a minute); the evaluation path runs under it
     above, with a stand-in extractor. The kernel turns the simulation on in a startup file."""
@@ -118,9 +118,8 @@ def test_the_whole_notebook_runs_headless_on_the_simulated_mac(tmp_path, monkeyp
         f"import atexit, json, sys\nsys.path.insert(0, {str(TESTS)!r})\nimport simulated_mps\n"
         f"simulated_mps.activate()\n"
         f"atexit.register(lambda: open({str(report)!r}, 'w').write(json.dumps(simulated_mps.fallbacks)))\n")
-    monkeypatch.setenv("IPYTHONDIR", str(ipython))
-    executed = run_notebook(tmp_path, DATASET="cifar10", DATA_DIR="data", CLASS_CONDITIONAL=True, RECIPE="faster",
-                            **dict(SMALL, DEVICE="mps", EPOCHS=1, EVAL_IMAGES=0))
+    executed = run_notebook(tmp_path, ipython, DATASET="cifar10", DATA_DIR="data", CLASS_CONDITIONAL=True,
+                            RECIPE="faster", **dict(SMALL, DEVICE="mps", EPOCHS=1, EVAL_IMAGES=0))
     assert_ran_cleanly(executed, class_conditional=True)
     text = printed(executed)
     assert "device:       mps" in text and "stored (3, 32, 32) torch.uint8 on mps" in text

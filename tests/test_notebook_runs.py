@@ -2,6 +2,8 @@
 
 import json
 import re
+import shutil
+import sys
 from pathlib import Path
 
 import papermill
@@ -13,11 +15,21 @@ from stand_ins import hide_torchmetrics, random_inception_weights
 from tiny import SMALL
 
 
-def run_notebook(folder, **parameters):
-    """Execute the notebook in `folder` and return the executed notebook as a dict."""
-    output = folder / "executed.ipynb"
-    papermill.execute_notebook(str(NOTEBOOK), str(output), parameters=parameters, cwd=str(folder),
-                               kernel_name="python3", progress_bar=False)
+def run_notebook(folder, ipython_dir=None, environment=None, **parameters):
+    """Execute the notebook in `folder` and return the executed notebook as a dict. Its kernel runs this test's own
+    interpreter, with an IPython profile of its own (`ipython_dir`, else an empty one) and `environment` added, so
+    that no kernel or startup file of the user's can change the run."""
+    output, jupyter = folder / "executed.ipynb", folder / ".jupyter"
+    (jupyter / "kernels" / "notebook-tests").mkdir(parents=True, exist_ok=True)
+    (jupyter / "kernels" / "notebook-tests" / "kernel.json").write_text(json.dumps(
+        {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "language": "python",
+         "display_name": "the tests' interpreter"}))
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in dict(JUPYTER_PATH=str(jupyter), IPYTHONDIR=str(ipython_dir or folder / ".ipython"),
+                                **(environment or {})).items():
+            patch.setenv(name, value)
+        papermill.execute_notebook(str(NOTEBOOK), str(output), parameters=parameters, cwd=str(folder),
+                                   kernel_name="notebook-tests", progress_bar=False)
     return json.loads(output.read_text())
 
 
@@ -57,9 +69,8 @@ def inception_weights(tmp_path_factory):
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory, inception_weights, real_train):
     folder = tmp_path_factory.mktemp("folder_run")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("INCEPTION_WEIGHTS", inception_weights)  # the evaluation cell reads it from the environment
-        return folder, run_notebook(folder, DATASET=str(real_train), **SMALL)
+    return folder, run_notebook(folder, environment={"INCEPTION_WEIGHTS": inception_weights},  # read by section 9
+                                DATASET=str(real_train), **SMALL)
 
 
 def test_runs_on_an_image_folder(folder_run):
@@ -108,10 +119,11 @@ def test_the_memorisation_check_finds_the_nearest_training_images(folder_run):
                      r"[\d.]+ \(median of 64\)", printed(executed))
 
 
-def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights, real_train, monkeypatch):
-    folder, _ = folder_run
-    monkeypatch.setenv("INCEPTION_WEIGHTS", inception_weights)
-    executed = run_notebook(folder, DATASET=str(real_train), **dict(SMALL, EPOCHS=3, RESUME="latest"))
+def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights, real_train, tmp_path):
+    folder = tmp_path / "resumed"
+    shutil.copytree(folder_run[0], folder)  # a copy: the first run's own tests see its folder as it left it
+    executed = run_notebook(folder, environment={"INCEPTION_WEIGHTS": inception_weights}, DATASET=str(real_train),
+                            **dict(SMALL, EPOCHS=3, RESUME="latest"))
     assert_ran_cleanly(executed)
     text = printed(executed)
     first, resumed = sorted((folder / "checkpoints").iterdir())  # the resumed run writes to a new folder
@@ -123,10 +135,10 @@ def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights, real_
     assert "real features" in text and "(read from data/fid_cache/NoTrainInceptionV3_4x32px_" in text  # the cache
 
 
-def test_runs_class_conditional_on_cifar10_in_torchvision_format_without_torchmetrics(tmp_path, monkeypatch):
+def test_runs_class_conditional_on_cifar10_in_torchvision_format_without_torchmetrics(tmp_path):
     write_fake_cifar10(tmp_path / "data")
-    monkeypatch.setenv("IPYTHONDIR", str(hide_torchmetrics(install_md5_skip(tmp_path / "ipython"))))
-    executed = run_notebook(tmp_path, DATASET="cifar10", DATA_DIR="data", CLASS_CONDITIONAL=True,
+    ipython_dir = hide_torchmetrics(install_md5_skip(tmp_path / "ipython"))
+    executed = run_notebook(tmp_path, ipython_dir, DATASET="cifar10", DATA_DIR="data", CLASS_CONDITIONAL=True,
                             **dict(SMALL, EPOCHS=1))
     assert_ran_cleanly(executed, class_conditional=True)
     widgets = [out for cell in code_cells(executed) for out in cell["outputs"]

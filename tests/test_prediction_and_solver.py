@@ -87,11 +87,12 @@ def test_a_v_model_samples_like_the_same_noise_model(nb, schedule):
             return a * eps - s * x_0
 
     shape = (3, 3, 4, 4)
-    eps_images = nb.sample(oracle, shape, "cpu", schedule, "ddim", 20, generator=torch.Generator().manual_seed(0),
-                           clip_x0=False)
-    v_images = nb.sample(nb.NoisePredictor(AsV(), schedule, "v"), shape, "cpu", schedule, "ddim", 20,
-                         generator=torch.Generator().manual_seed(0), clip_x0=False)
-    torch.testing.assert_close(v_images, eps_images, atol=1e-4, rtol=1e-4)
+    for sampler in ("ddpm", "ddim", "dpm++"):
+        eps_images = nb.sample(oracle, shape, "cpu", schedule, sampler, 20, generator=torch.Generator().manual_seed(0),
+                               clip_x0=False)
+        v_images = nb.sample(nb.NoisePredictor(AsV(), schedule, "v"), shape, "cpu", schedule, sampler, 20,
+                             generator=torch.Generator().manual_seed(0), clip_x0=False)
+        torch.testing.assert_close(v_images, eps_images, atol=1e-4, rtol=1e-4, msg=sampler)
 
 
 def test_a_v_model_samples_through_the_noise_predictor_with_one_call_a_step(nb, schedule):
@@ -167,3 +168,17 @@ def test_dpm_solver_takes_as_many_steps_as_asked(nb, timesteps, steps):
     visited = nb.dpm_solver_timesteps(nb.make_schedule("linear", timesteps, 1e-4, 0.02), steps)
     assert len(visited) == steps and visited[0] == timesteps - 1 and visited[-1] == (0 if steps > 1 else timesteps - 1)
     assert all(a > b for a, b in zip(visited, visited[1:], strict=False))
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_the_loss_weights_each_example_by_min_snr_when_gamma_is_set(nb, schedule, prediction):
+    """The same t and noise (one seed), with and without min-SNR-5: each example's loss is scaled by its weight."""
+    model = nb.UNet(base_channels=16, channel_mults=(1, 2))
+    x_0 = torch.rand(8, 3, 16, 16) * 2 - 1
+    torch.manual_seed(3)
+    plain, t = nb.diffusion_losses(model, x_0, schedule, prediction=prediction)
+    torch.manual_seed(3)
+    weighted, same_t = nb.diffusion_losses(model, x_0, schedule, prediction=prediction, min_snr_gamma=5.0)
+    assert torch.equal(t, same_t)
+    torch.testing.assert_close(weighted, plain * nb.min_snr_weight(t, schedule, prediction, 5.0))
+    assert not torch.allclose(weighted, plain)  # some of the 8 timesteps have an SNR above 5

@@ -7,10 +7,10 @@ from tiny import tiny_config, tiny_run, train
 
 
 @pytest.fixture(scope="module")
-def trained(nb, tmp_path_factory, real_train):
+def trained(nb, tmp_path_factory, real_images):
     """150 updates of batch 32 on 4,000 real 32x32 images with the default levers (EMA, warmup, clipping):
     about 1 minute on 2 cores. The last 1,000 images are held out."""
-    images, _, _ = nb.load_image_folder(str(real_train), 32)
+    images, _, _ = real_images
     folder = tmp_path_factory.mktemp("trained")
     config = tiny_config(nb, folder, IMAGE_SIZE=32, CHANNEL_MULTS=(1, 2, 2), TIMESTEPS=1000, BATCH_SIZE=32,
                          EPOCHS=2, MAX_BATCHES_PER_EPOCH=75, LEARNING_RATE=1e-3, WARMUP_STEPS=20,
