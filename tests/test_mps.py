@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from simulated_mps import SimulatedMPSError, fallbacks, simulated_mps
 from test_checkpoints import tensors_equal
 
-from fake_cifar import install_md5_skip, write_fake_cifar10
+from fake_cifar import CLASSES, install_md5_skip, write_fake_cifar10
+from stand_ins import hide_torchmetrics
 from tiny import SMALL
 
 MPS = torch.device("mps")
@@ -105,23 +106,52 @@ def test_evaluation_with_a_stand_in_feature_extractor(nb, tmp_path, on_mps):
     assert fid == fid and kid == kid and distances.isfinite().all()  # not NaN
 
 
-def test_the_whole_notebook_runs_headless_on_the_simulated_mac(tmp_path):
-    """Every cell, top to bottom through papermill, with DEVICE = "mps": class-conditional, v-prediction. Section 9
-    stops at EVAL_IMAGES = 0 here (Inception under the simulation costs a minute); the evaluation path runs under it
-    above, with a stand-in extractor. The kernel turns the simulation on in a startup file."""
-    from test_notebook_runs import assert_ran_cleanly, printed, run_notebook
+@pytest.fixture(scope="module")
+def mac_run(tmp_path_factory):
+    """Every cell, top to bottom through papermill, with DEVICE = "mps": class-conditional, v-prediction, on
+    CIFAR-10 in torchvision's format, without the optional torchmetrics (so section 9 stops at its advice before
+    Inception, which costs a minute under the simulation; the evaluation path runs under it above, with a stand-in
+    extractor). The kernel turns the simulation on in a startup file. Returns (executed notebook, its folder)."""
+    from test_notebook_runs import run_notebook
 
-    write_fake_cifar10(tmp_path / "data")
-    ipython = install_md5_skip(tmp_path / "ipython")
-    report = tmp_path / "fallbacks.json"
-    (ipython / "profile_default" / "startup" / "01-simulated-mps.py").write_text(
+    folder = tmp_path_factory.mktemp("mac_run")
+    write_fake_cifar10(folder / "data")
+    ipython = hide_torchmetrics(install_md5_skip(folder / "ipython"))
+    report = folder / "fallbacks.json"
+    (ipython / "profile_default" / "startup" / "02-simulated-mps.py").write_text(
         f"import atexit, json, sys\nsys.path.insert(0, {str(TESTS)!r})\nimport simulated_mps\n"
         f"simulated_mps.activate()\n"
         f"atexit.register(lambda: open({str(report)!r}, 'w').write(json.dumps(simulated_mps.fallbacks)))\n")
-    executed = run_notebook(tmp_path, ipython, DATASET="cifar10", DATA_DIR="data", CLASS_CONDITIONAL=True,
-                            RECIPE="faster", **dict(SMALL, DEVICE="mps", EPOCHS=1, EVAL_IMAGES=0))
+    executed = run_notebook(folder, ipython, DATASET="cifar10", DATA_DIR="data", CLASS_CONDITIONAL=True,
+                            RECIPE="faster", **dict(SMALL, DEVICE="mps", EPOCHS=1))
+    print("fallbacks to the CPU:", json.loads(report.read_text()))
+    return executed, folder
+
+
+def test_the_whole_notebook_runs_headless_on_the_simulated_mac(mac_run):
+    from test_notebook_runs import assert_ran_cleanly, printed
+
+    executed, folder = mac_run
     assert_ran_cleanly(executed, class_conditional=True)
     text = printed(executed)
-    assert "device:       mps" in text and "stored (3, 32, 32) torch.uint8 on mps" in text
+    assert "device:       mps" in text
+    assert f"100 training images, stored (3, 32, 32) torch.uint8 on mps:0, 0 MiB; classes: {', '.join(CLASSES)}" in text
+    assert list((folder / "checkpoints").glob("*/step_00000003.pt"))
     assert "nearest training image:" in text  # the last cell ran
-    print("fallbacks to the CPU:", json.loads(report.read_text()))
+
+
+def test_a_class_conditional_run_shows_the_class_and_guidance_picker(mac_run):
+    from test_notebook_runs import code_cells
+
+    executed, _ = mac_run
+    assert [out for cell in code_cells(executed) for out in cell["outputs"]
+            if "application/vnd.jupyter.widget-view+json" in out.get("data", {})
+            and "class_picker" in "".join(cell["source"])]
+
+
+def test_without_torchmetrics_section_9_says_what_to_install_and_the_later_cells_run(mac_run):
+    from test_notebook_runs import printed
+
+    text = printed(mac_run[0])
+    assert "FID and KID skipped: FID and KID need the optional extra torchmetrics[image]" in text
+    assert "To fix: pip install -r requirements-eval.txt" in text

@@ -9,9 +9,8 @@ from pathlib import Path
 import papermill
 import pytest
 
-from fake_cifar import CLASSES, install_md5_skip, write_fake_cifar10
 from notebook import NOTEBOOK
-from stand_ins import hide_torchmetrics, random_inception_weights
+from stand_ins import random_inception_weights
 from tiny import SMALL
 
 
@@ -133,23 +132,6 @@ def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights, real_
     assert sorted(p.name for p in resumed.iterdir()) == ["resumed_from.txt", "step_00000009.pt"]
     assert (resumed / "resumed_from.txt").read_text().strip() == str((first / "step_00000006.pt").resolve())
     assert "real features" in text and "(read from data/fid_cache/NoTrainInceptionV3_4x32px_" in text  # the cache
-
-
-def test_runs_class_conditional_on_cifar10_in_torchvision_format_without_torchmetrics(tmp_path):
-    write_fake_cifar10(tmp_path / "data")
-    ipython_dir = hide_torchmetrics(install_md5_skip(tmp_path / "ipython"))
-    executed = run_notebook(tmp_path, ipython_dir, DATASET="cifar10", DATA_DIR="data", CLASS_CONDITIONAL=True,
-                            **dict(SMALL, EPOCHS=1))
-    assert_ran_cleanly(executed, class_conditional=True)
-    widgets = [out for cell in code_cells(executed) for out in cell["outputs"]
-               if "application/vnd.jupyter.widget-view+json" in out.get("data", {}) and "class_picker" in
-               "".join(cell["source"])]
-    assert widgets  # the class and guidance-scale picker was displayed
-    assert f"100 training images, stored (3, 32, 32) torch.uint8 on cpu, 0 MiB; classes: {', '.join(CLASSES)}" in \
-        printed(executed)
-    assert list((tmp_path / "checkpoints").glob("*/step_00000003.pt"))
-    assert "FID and KID skipped: FID and KID need the optional extra torchmetrics[image]" in printed(executed)
-    assert "To fix: pip install -r requirements-eval.txt" in printed(executed)  # and every later cell ran
 
 
 def test_a_bad_parameter_stops_before_any_download_or_training(tmp_path):
