@@ -93,7 +93,8 @@ def class_conditional(nb, tmp, device):
     state, _ = train_on(nb, config, device, nb.new_run_dir(config.checkpoint_dir), labels=labels)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
     predictor = nb.NoisePredictor(state.ema_model, schedule, config.prediction)
-    return {sampler: nb.class_samples(predictor, 3, 2.0, 2, device, 16, sampler, 5) for sampler in SAMPLERS}
+    return {sampler: nb.explore_sampler(predictor, 16, device, sampler, 5, 0.0, 0, 2, class_index=3, guidance_scale=2.0)
+            for sampler in SAMPLERS}
 
 
 def sampling_section(nb, tmp, device):

@@ -59,27 +59,31 @@ def test_label_dropout_hides_the_class_as_often_as_asked(nb):
     assert torch.equal(dropped[kept], labels[kept])
 
 
+def class_samples(nb, predictor, class_index, image_size, sampler, steps, seed=0, count=2, guidance_scale=3.0):
+    """Images of one class as the explorer and the class grid draw them."""
+    return nb.explore_sampler(predictor, image_size, "cpu", sampler, steps, 0.0, seed, count, class_index=class_index,
+                              guidance_scale=guidance_scale)
+
+
 def test_class_samples_are_repeatable_and_depend_on_the_class(nb, conditional):
     predictor = nb.NoisePredictor(conditional, nb.linear_schedule(10, 1e-4, 0.02))
-    first = nb.class_samples(predictor, 1, 3.0, 2, "cpu", 16, "dpm++", 5, seed=4)
+    first = class_samples(nb, predictor, 1, 16, "dpm++", 5, seed=4)
     assert first.shape == (2, 3, 16, 16) and first.abs().max() <= 1
-    assert torch.equal(first, nb.class_samples(predictor, 1, 3.0, 2, "cpu", 16, "dpm++", 5, seed=4))
-    assert not torch.equal(first, nb.class_samples(predictor, 2, 3.0, 2, "cpu", 16, "dpm++", 5, seed=4))
+    assert torch.equal(first, class_samples(nb, predictor, 1, 16, "dpm++", 5, seed=4))
+    assert not torch.equal(first, class_samples(nb, predictor, 2, 16, "dpm++", 5, seed=4))
 
 
 def test_class_samples_follow_the_predictors_schedule(nb, conditional):
     seen = []
     forward = conditional.forward
     conditional.forward = lambda x, t, labels=None: seen.append(t[0].item()) or forward(x, t, labels)
-    images = nb.class_samples(nb.NoisePredictor(conditional, nb.linear_schedule(4, 1e-4, 0.02)), 1, 3.0, 2, "cpu", 8,
-                              "ddpm", None)
+    images = class_samples(nb, nb.NoisePredictor(conditional, nb.linear_schedule(4, 1e-4, 0.02)), 1, 8, "ddpm", 4)
     assert images.shape == (2, 3, 8, 8) and seen == [3, 2, 1, 0]  # the model's own T = 4, every index
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_guided_sampling_leaves_the_model_in_the_mode_it_had(nb, conditional, sampler):
-    nb.class_samples(nb.NoisePredictor(conditional, nb.linear_schedule(10, 1e-4, 0.02)), 1, 3.0, 2, "cpu", 16, sampler,
-                     5)
+    class_samples(nb, nb.NoisePredictor(conditional, nb.linear_schedule(10, 1e-4, 0.02)), 1, 16, sampler, 5)
     assert not conditional.training and not any(module.training for module in conditional.modules())
 
 
@@ -155,8 +159,8 @@ def test_guided_samples_of_two_classes_can_be_told_apart(nb, airplanes_and_frogs
     threshold = (real[labels == 0].mean() + real[labels == 1].mean()) / 2
     correct = 0
     for class_index in (0, 1):
-        samples = nb.class_samples(nb.NoisePredictor(run.ema, run.schedule, "v"), class_index, 3.0, 32, "cpu",
-                                   config.image_size, "dpm++", 20, seed=0)
+        samples = class_samples(nb, nb.NoisePredictor(run.ema, run.schedule, "v"), class_index, config.image_size,
+                                "dpm++", 20, seed=0, count=32)
         looks_like_airplane = blue_minus_green(samples) > threshold
         correct += (looks_like_airplane == (class_index == 0)).sum().item()
     assert correct / 64 >= 0.75

@@ -140,13 +140,12 @@ def test_the_whole_notebook_runs_headless_on_the_simulated_mac(mac_run):
     assert "nearest training image:" in text  # the last cell ran
 
 
-def test_a_class_conditional_run_shows_the_class_and_guidance_picker(mac_run):
-    from test_notebook_runs import code_cells
+def test_a_class_conditional_run_offers_each_class_and_the_scale_in_the_explorer(mac_run):
+    from test_notebook_runs import shown_widgets
 
-    executed, _ = mac_run
-    assert [out for cell in code_cells(executed) for out in cell["outputs"]
-            if "application/vnd.jupyter.widget-view+json" in out.get("data", {})
-            and "class_picker" in "".join(cell["source"])]
+    shown = shown_widgets(mac_run[0])
+    assert [state["_options_labels"] for state in shown if state.get("description") == "class"] == [["any", *CLASSES]]
+    assert [state["value"] for state in shown if state.get("description") == "scale w"] == [3.0]  # GUIDANCE_SCALE
 
 
 def test_without_torchmetrics_section_9_says_what_to_install_and_the_later_cells_run(mac_run):

@@ -48,6 +48,15 @@ def cell_with(executed, code):
     return cell
 
 
+def shown_widgets(executed):
+    """The state of each widget the run displayed inside a box, from the widget state nbclient stores with the
+    executed notebook."""
+    models = executed["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    children = {child.removeprefix("IPY_MODEL_") for model in models.values()
+                for child in model["state"].get("children", [])}
+    return [models[model_id]["state"] for model_id in children]
+
+
 def assert_ran_cleanly(executed, class_conditional=False):
     errors = [out for cell in code_cells(executed) for out in cell["outputs"] if out["output_type"] == "error"]
     assert not errors
@@ -94,6 +103,12 @@ def test_training_shows_one_panel_redrawn_in_place(folder_run):
     assert status.startswith("epoch 2/2, update 6/6, loss ") and status.endswith(" images/s")
     assert [line[:15] for line in epochs] == ["epoch 1/2: loss", "epoch 2/2: loss"]
     assert [out["output_type"] for out in outputs] == ["display_data", "stream"]  # and the closing line
+
+
+def test_an_unconditional_run_offers_no_class_in_the_explorer(folder_run):
+    _, executed = folder_run
+    assert "sampler" in [state.get("description") for state in shown_widgets(executed)]
+    assert "class" not in [state.get("description") for state in shown_widgets(executed)]
 
 
 def test_the_denoising_gif_is_shown_inline(folder_run):
