@@ -82,9 +82,15 @@ def test_class_samples_follow_the_predictors_schedule(nb, conditional):
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
-def test_guided_sampling_leaves_the_model_in_the_mode_it_had(nb, conditional, sampler):
+@pytest.mark.parametrize("training", [True, False])
+def test_guided_sampling_leaves_the_model_in_the_mode_it_had(nb, conditional, sampler, training):
+    conditional.train(training)
+    modes = []
+    forward = conditional.forward
+    conditional.forward = lambda *args: modes.append(conditional.training) or forward(*args)
     class_samples(nb, nb.NoisePredictor(conditional, nb.linear_schedule(10, 1e-4, 0.02)), 1, 16, sampler, 5)
-    assert not conditional.training and not any(module.training for module in conditional.modules())
+    assert modes and not any(modes)  # dropout off while sampling
+    assert all(module.training == training for module in conditional.modules())
 
 
 def conditional_checkpoint(nb, tmp_path):
