@@ -37,11 +37,13 @@ def test_fid_is_zero_for_identical_sets_and_a_shift_adds_its_squared_length(nb):
 def test_kid_is_the_unbiased_mmd_of_the_cubic_kernel_averaged_over_subsets(nb):
     real, fake = gaussian_features(40, 6, seed=0), gaussian_features(30, 6, seed=1, shift=0.3)
     _, kid_mean, kid_std = nb.fid_kid(real, fake, kid_subsets=4, seed=5)
+    def k(a, b):  # the cubic kernel on 6-dimensional features
+        return (a @ b / 6 + 1) ** 3
+
     generator, m, scores = torch.Generator().manual_seed(5), 15, []  # m = min(40, 30) // 2, drawn as fid_kid does
     for _ in range(4):
         x = real[torch.randperm(40, generator=generator)[:m]].double()
         y = fake[torch.randperm(30, generator=generator)[:m]].double()
-        k = lambda a, b: (a @ b / 6 + 1) ** 3  # noqa: E731
         same = sum(k(x[i], x[j]) + k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
         scores.append(same - 2 * sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / m**2)
     scores = torch.stack(scores)

@@ -106,9 +106,9 @@ def test_training_shows_one_panel_redrawn_in_place(folder_run):
 
 
 def test_an_unconditional_run_offers_no_class_in_the_explorer(folder_run):
-    _, executed = folder_run
-    assert "sampler" in [state.get("description") for state in shown_widgets(executed)]
-    assert "class" not in [state.get("description") for state in shown_widgets(executed)]
+    descriptions = [state.get("description") for state in shown_widgets(folder_run[1])]
+    assert "sampler" in descriptions
+    assert "class" not in descriptions
 
 
 def test_the_denoising_gif_is_shown_inline(folder_run):
