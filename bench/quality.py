@@ -284,7 +284,8 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_b
         for group in optimizer.param_groups:
             group["betas"] = adam_betas
     state = nb.TrainingState(model, ema_model, optimizer)
-    schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end)
+    shift = nb.snr_shift(config.noise_schedule, config.image_size, nb.data_resolution(config.dataset))
+    schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end, shift)
     device_schedule = schedule.to(device)
     num_batches = nb.batches_per_epoch(len(images), config.batch_size, config.grad_accum_steps)
     progress, pending, update, epoch = nb.new_progress(), [], 0, 0

@@ -320,6 +320,38 @@ def test_a_checkpoint_of_another_model_lists_the_differences(nb, tmp_path):
     assert "TIMESTEPS: checkpoint 10, parameters 20" in str(error.value)
 
 
+def test_a_shifted_run_s_checkpoint_samples_with_the_schedule_it_was_trained_with(nb, tmp_path):
+    """load_model rebuilds the shifted schedule from the checkpoint alone: NOISE_SCHEDULE and the shift's factor."""
+    config = tiny_config(nb, tmp_path, EPOCHS=1, NOISE_SCHEDULE="linear+shift")
+    run = tiny_run(nb, config, shift=4.0)
+    train(nb, config, tiny_images(), run, tmp_path / "run")
+    _, schedule, _, _, _ = nb.load_model(tmp_path / "run" / "step_00000003.pt", torch.device("cpu"))
+    assert schedule.snr_shift == 4.0 and torch.equal(schedule.alphas_cumprod, run.schedule.alphas_cumprod)
+    assert not torch.equal(schedule.alphas_cumprod, nb.make_schedule("linear", 10, 1e-4, 0.02).alphas_cumprod)
+
+
+def test_a_checkpoint_from_before_the_shift_loads_with_the_published_schedule(nb, tmp_path):
+    config = tiny_config(nb, tmp_path, EPOCHS=1)
+    train(nb, config, tiny_images(), tiny_run(nb, config), tmp_path / "run")
+    older = torch.load(tmp_path / "run" / "step_00000003.pt", weights_only=True)
+    del older["snr_shift"]  # what a checkpoint written before the shift holds
+    torch.save(older, tmp_path / "older.pt")
+    _, schedule, _, _, _ = nb.load_model(tmp_path / "older.pt", torch.device("cpu"))
+    assert schedule.snr_shift == 1.0
+    assert torch.equal(schedule.alphas_cumprod, nb.make_schedule("linear", 10, 1e-4, 0.02).alphas_cumprod)
+    restore(nb, older, tmp_path / "older.pt", tiny_run(nb, config), config)  # and resumes as what it was
+
+
+def test_resuming_with_data_that_gives_another_shift_is_a_clear_error(nb, tmp_path):
+    """The same NOISE_SCHEDULE = "linear+shift" on data of another resolution would train on another schedule."""
+    config = tiny_config(nb, tmp_path, EPOCHS=1, NOISE_SCHEDULE="linear+shift")
+    train(nb, config, tiny_images(), tiny_run(nb, config, shift=4.0), tmp_path / "run")
+    path, checkpoint = nb.find_resume_checkpoint(str(tmp_path / "run" / "step_00000003.pt"), tmp_path)
+    with pytest.raises(nb.ConfigError, match="its schedule's SNR divided by 4; these settings and this data give 1 "):
+        restore(nb, checkpoint, path, tiny_run(nb, config, shift=1.0), config)
+    restore(nb, checkpoint, path, tiny_run(nb, config, shift=4.0), config)
+
+
 def test_new_runs_never_share_a_folder(nb, tmp_path):
     first, second = nb.new_run_dir(tmp_path), nb.new_run_dir(tmp_path)
     assert first != second and first.is_dir() and second.is_dir()

@@ -49,7 +49,7 @@ def test_config_is_frozen(nb, defaults):
         ("USE_COMPILE", "yes", "'auto', True or False"),
         ("USE_COMPILE", 1, "'auto', True or False"),
         ("MIXED_PRECISION", "fp16", "None (float32) or 'bf16'"),
-        ("NOISE_SCHEDULE", "sigmoid", "'linear' or 'cosine'"),
+        ("NOISE_SCHEDULE", "sigmoid", "'linear' or 'cosine', as published, or 'linear+shift' or 'cosine+shift'"),
         ("EMA_DECAY", 1.0, "None or a number between 0 and 1"),
         ("SAMPLER", "euler", "'ddpm', 'ddim' or 'dpm++'"),
         ("SAMPLING_STEPS", 2000, "an integer from 1 to TIMESTEPS (1000)"),

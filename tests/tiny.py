@@ -37,9 +37,9 @@ def tiny_images(count=24, size=16):
     return torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
-def tiny_run(nb, config, updates_per_epoch=3, num_classes=None):
+def tiny_run(nb, config, updates_per_epoch=3, num_classes=None, shift=1.0):
     """A new run as the notebook's setup cells build it, seeded from config.seed: model, ema, optimizer, the three
-    as the notebook's TrainingState (state), schedule and progress."""
+    as the notebook's TrainingState (state), schedule (its SNR divided by `shift`) and progress."""
     torch.manual_seed(config.seed)
     model = nb.UNet(config.base_channels, config.channel_mults, config.dropout, num_classes,
                     output_init=config.output_init)
@@ -50,7 +50,7 @@ def tiny_run(nb, config, updates_per_epoch=3, num_classes=None):
         ema=ema,
         optimizer=optimizer,
         state=nb.TrainingState(model, ema, optimizer),
-        schedule=nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end),
+        schedule=nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end, shift),
         progress=nb.new_progress(),
     )
 
@@ -63,5 +63,5 @@ def train(nb, config, images, run, run_dir, labels=None, class_names=None):
 
 def restore(nb, checkpoint, path, run, config):
     """The notebook's resume cell: load `checkpoint` into `run` and make its progress the run's."""
-    run.progress = nb.restore_checkpoint(checkpoint, path, run.state, config)
+    run.progress = nb.restore_checkpoint(checkpoint, path, run.state, config, snr_shift=run.schedule.snr_shift)
     return run
