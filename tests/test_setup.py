@@ -1,6 +1,10 @@
-"""The first cell: an old Python or PyTorch stops the notebook at once, saying what to do."""
+"""The first cells: an old Python or PyTorch stops the notebook at once, saying what to do; a Mac gets a PyTorch
+with GroupNorm's Metal kernels, or is told how to."""
+
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from notebook import cells, source
 
@@ -28,3 +32,26 @@ def test_torch_before_25_is_stopped_with_what_to_do(check_versions, version):
 @pytest.mark.parametrize("version", ["2.5.0", "2.14.1+cpu", "3.0.0"])
 def test_supported_versions_pass(check_versions, version):
     check_versions((3, 10, 0), version)
+
+
+def torch_requirement(environment):
+    """The torch requirement that pip applies in `environment` (PEP 508 marker values), from requirements.txt."""
+    lines = (Path(__file__).resolve().parent.parent / "requirements.txt").read_text().splitlines()
+    requirements = [Requirement(line.split("#")[0]) for line in lines if line.split("#")[0].strip()]
+    (torch,) = [r for r in requirements if r.name == "torch" and (r.marker is None or r.marker.evaluate(environment))]
+    return torch.specifier
+
+
+def test_a_mac_install_gets_a_torch_with_groupnorm_metal_kernels():
+    """2.13 is the first release whose macOS wheels have GroupNorm's Metal kernels (section 1)."""
+    mac = torch_requirement({"sys_platform": "darwin", "platform_machine": "arm64"})
+    assert mac.contains("2.13.0") and not mac.contains("2.12.1")
+    linux = torch_requirement({"sys_platform": "linux", "platform_machine": "x86_64"})
+    assert linux.contains("2.5.0") and not linux.contains("2.4.1")
+
+
+def test_an_older_torch_on_mps_is_told_how_to_get_the_faster_groupnorm(nb):
+    advice = nb.mps_advice(nb.torch.device("mps"), "2.12.1")
+    assert "GroupNorm" in advice and "pip install -U -r requirements.txt" in advice
+    assert nb.mps_advice(nb.torch.device("mps"), "2.13.0") == ""
+    assert nb.mps_advice(nb.torch.device("cpu"), "2.5.0") == ""  # not on MPS: nothing to say
