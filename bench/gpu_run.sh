@@ -26,8 +26,8 @@ timeout 60 $PYTHON bench/gpu_paths.py --device "$DEVICE" --out "$OUT" || { echo 
 
 # 1. Seconds per epoch, each lever (bench/gpu_epoch.py).
 QUICK_EPOCH=$([ "${QUICK:-}" = 1 ] && echo --quick)
-timeout 280 $PYTHON bench/gpu_epoch.py --device "$DEVICE" --out "$OUT" --curve-updates 300 $QUICK_EPOCH \
-  2>&1 | grep -v "it/s\]"
+TQDM_DISABLE=1 timeout 280 $PYTHON bench/gpu_epoch.py --device "$DEVICE" --out "$OUT" --curve-updates 300 $QUICK_EPOCH \
+  2>&1  # TQDM_DISABLE: no progress bars in the log (tqdm 4.66 and later read TQDM_* variables)
 
 # 2. Quality at 64x64: the defaults and the faster recipe, the same updates each, side by side on the one GPU. Scored
 #    by the screening scorer (b00ff187, trained on ../shared's 5,000 images) against all 10,000 test images.

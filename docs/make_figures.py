@@ -1,12 +1,23 @@
-"""The README's figures that need no trained model, made from the notebook's own definitions:
+"""The README's figures, made from the notebook's own definitions (or its own run):
 
-    python docs/make_figures.py [TRAIN_FOLDER]     # default: ../shared/data/cifar10-jpg/train, or data/ as the tests
+    python docs/make_figures.py forward [TRAIN_FOLDER]   # default: ../shared/data/cifar10-jpg/train, as the tests
+    python docs/make_figures.py denoising RUN_FOLDER      # a run of docs/short_run.sh (or any papermill run)
+    python docs/make_figures.py panel [SCREENSHOT]        # default: the browser test's test-artifacts/browser/
 
 docs/forward-process.jpg: real CIFAR-10 training images, upscaled to 64x64 as the notebook trains on them, noised by
 Eq. 4 at growing t with the published linear schedule and with the same schedule shifted for the upscale
 (NOISE_SCHEDULE = "linear+shift", section 4), from the same noise.
+
+docs/denoising-steps.jpg: the reverse process (DDPM, Alg. 2, all T steps) of the EMA weights of a run's newest
+checkpoint, read with the notebook's load_model, for a few samples; its title names the run's device, length and
+training time, read from the executed notebook that papermill wrote into RUN_FOLDER.
+
+docs/training-panel.png: the browser test's screenshot of the training cell (tqdm's bar, the live panel), which
+`pytest tests/test_browser.py` writes after running the notebook in JupyterLab with its small parameters.
 """
 
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -14,13 +25,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import PIL.Image  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from notebook import load_definitions, real_train_folder  # noqa: E402
 
-nb = load_definitions()
+nb = load_definitions("readme_figures")  # its own module: beside the tests' copy, not over it
 
 
 def forward_process_figure(images, path, timesteps=(0, 100, 200, 300, 400, 500, 700, 999), seed=0):
@@ -49,13 +61,86 @@ def forward_process_figure(images, path, timesteps=(0, 100, 200, 300, 400, 500, 
     return path
 
 
+def run_summary(run_folder):
+    """(newest checkpoint, "2 epochs (1,562 updates of 64 images) of a 1.5M-parameter U-Net (...) on cpu (2 CPU
+    threads) in 47 min") of a papermill run in `run_folder`: its length and model from the checkpoint, the device from
+    what the run printed, the time from papermill's record of the training cell (compile, grids and checkpoints
+    included)."""
+    checkpoints = sorted(Path(run_folder).glob("checkpoints/run-*/step_*.pt"), key=lambda p: p.stat().st_mtime)
+    executed = Path(run_folder) / "executed.ipynb"
+    if not checkpoints or not executed.exists():
+        raise SystemExit(f"{run_folder} holds no checkpoints/run-*/step_*.pt and executed.ipynb: run "
+                         f"docs/short_run.sh first")
+    cells = json.loads(executed.read_text())["cells"]
+    text = "\n".join("".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
+                     for cell in cells for out in cell.get("outputs", []))
+    device, threads = re.search(r"^device: +([^,\n]+)", text, re.MULTILINE), re.search(r"(\d+) CPU threads", text)
+    (training,) = [cell for cell in cells if "progress = train(" in "".join(cell["source"])]
+    if device is None or "duration" not in training["metadata"].get("papermill", {}):
+        raise SystemExit(f"{executed} is not a finished papermill run of the notebook (no device line or no time)")
+    checkpoint = nb.load_checkpoint(checkpoints[-1])
+    config, progress = checkpoint["config"], checkpoint["progress"]
+    where = device.group(1) + (f" ({threads.group(1)} CPU threads)" if device.group(1) == "cpu" and threads else "")
+    summary = (f"{progress['epoch']} epochs ({progress['step']:,} updates of "
+               f"{config['batch_size'] * config['grad_accum_steps']} images) of a "
+               f"{sum(v.numel() for v in checkpoint['model'].values()) / 1e6:.1f}M-parameter U-Net (BASE_CHANNELS = "
+               f"{config['base_channels']}, RECIPE = {config['recipe']!r}) at {config['image_size']}x"
+               f"{config['image_size']} on {where} in {training['metadata']['papermill']['duration'] / 60:.0f} min")
+    return checkpoints[-1], summary
+
+
+def denoising_figure(checkpoint_path, summary, path, count=6, seed=0):
+    """`count` samples of the checkpoint's EMA weights through DDPM's T steps (Alg. 2), shown after 8 of them."""
+    model, schedule, size, _, prediction = nb.load_model(checkpoint_path, torch.device("cpu"))
+    predictor = nb.NoisePredictor(model, schedule, prediction)
+    at_steps = [round(f * (schedule.num_timesteps - 1)) for f in (1, 0.8, 0.6, 0.45, 0.3, 0.15, 0.05, 0)]
+    chain = nb.reverse_process(predictor, (count, 3, size, size), torch.device("cpu"), schedule,
+                               generator=torch.Generator().manual_seed(seed))
+    snapshots = {t: x.clamp(-1, 1) for t, x in chain if t in at_steps}
+    fig, axes = plt.subplots(count, len(at_steps), figsize=(len(at_steps) * 1.1, count * 1.15 + 0.4))
+    for j, t in enumerate(at_steps):
+        axes[0, j].set_title(f"after t = {t}", fontsize=7)
+        for i in range(count):
+            axes[i, j].imshow(nb.to_unit_range(snapshots[t][i]).permute(1, 2, 0).numpy())
+            axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
+    first, rest = summary.split(" of a ", 1)
+    fig.suptitle(f"Reverse process (DDPM, {schedule.num_timesteps} steps, EMA weights) after a short run: {first}\n"
+                 f"of a {rest}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80, pil_kwargs={"quality": 85})
+    plt.close(fig)
+    return path
+
+
+def panel_figure(screenshot, path, width=900):
+    """The browser test's screenshot of the training cell, scaled to `width` pixels, as a small palette PNG."""
+    if not Path(screenshot).exists():
+        raise SystemExit(f"no {screenshot}: run `pytest tests/test_browser.py` first (it needs chromium)")
+    image = PIL.Image.open(screenshot).convert("RGB")
+    image = image.resize((width, round(image.height * width / image.width)), PIL.Image.LANCZOS)
+    image.quantize(colors=128).save(path, optimize=True)
+    return path
+
+
 def main():
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else real_train_folder()[0]
-    if folder is None:
-        raise SystemExit(real_train_folder()[1])
-    images, labels, _ = nb.load_image_folder(str(folder), 32)
-    picks = torch.stack([torch.nonzero(labels == c)[0, 0] for c in (0, 7, 3)])  # an airplane, a horse, a cat
-    path = forward_process_figure(images[picks], ROOT / "docs" / "forward-process.jpg")
+    what, arguments = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+    docs = ROOT / "docs"
+    if what == "forward":
+        folder = Path(arguments[0]) if arguments else real_train_folder()[0]
+        if folder is None:
+            raise SystemExit(real_train_folder()[1])
+        images, labels, _ = nb.load_image_folder(str(folder), 32)
+        picks = torch.stack([torch.nonzero(labels == c)[0, 0] for c in (0, 7, 3)])  # an airplane, a horse, a cat
+        path = forward_process_figure(images[picks], docs / "forward-process.jpg")
+    elif what == "denoising" and len(arguments) == 1:
+        checkpoint, summary = run_summary(arguments[0])
+        print(f"{checkpoint}: {summary}")
+        path = denoising_figure(checkpoint, summary, docs / "denoising-steps.jpg")
+    elif what == "panel":
+        screenshot = arguments[0] if arguments else ROOT / "test-artifacts" / "browser" / "training-panel.png"
+        path = panel_figure(screenshot, docs / "training-panel.png")
+    else:
+        raise SystemExit(__doc__)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
 
 

@@ -176,12 +176,15 @@ def test_plots_and_the_gif_render(page):
     shoot(cell(page, "distances, neighbours = nearest_training_images"), "memorisation")
 
 
-def test_the_training_panel_is_one_output_with_progress_losses_and_grid(page):
+def test_training_shows_tqdms_bar_then_one_panel_with_losses_and_grid(page):
     training = cell(page, "progress = train(")
-    panel = training.locator(".jp-OutputArea-output").first
-    assert panel.locator("progress").get_attribute("value") == "1.0000"
-    assert panel.locator("img").count() == 2
+    bar, panel, closing = (training.locator(".jp-OutputArea-output").nth(i) for i in range(3))
+    assert bar.locator(".widget-hprogress .progress-bar.progress-bar-success").count() == 1  # tqdm's, full: green
+    text = bar.inner_text().replace("\u2007", " ").replace("\n", " ")  # tqdm's widget writes figure spaces
+    assert re.search(r"epoch 2/2: 100%.*6/6 \[.+, loss=\d", text), text
+    assert panel.locator("img").count() == 2  # the loss plots and the latest grid
     assert "epoch 2/2: loss" in panel.inner_text()
+    assert closing.inner_text().startswith("Trained 2 of 2 epochs")
     shoot(training, "training-panel")
 
 

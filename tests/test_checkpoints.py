@@ -483,3 +483,41 @@ def test_a_checkpoint_of_the_faster_recipe_samples_as_a_v_model(nb, tmp_path):
 
     assert torch.equal(draw(model, prediction), draw(run.ema, config.prediction))
     assert not torch.equal(draw(model, prediction), draw(model, "eps"))  # read as eps, the same network differs
+
+
+@pytest.fixture
+def exported(nb, tmp_path):
+    """A v-prediction run's checkpoint and its weights exported by export_weights (section 7)."""
+    config = tiny_config(nb, tmp_path, EPOCHS=1, RECIPE="faster")
+    run = tiny_run(nb, config)
+    train(nb, config, tiny_images(), run, tmp_path / "run")
+    checkpoint = tmp_path / "run" / "step_00000003.pt"
+    return run, config, checkpoint, nb.export_weights(checkpoint, tmp_path / "shared" / "weights_float16.pt")
+
+
+def test_exported_weights_are_the_ema_in_float16_in_an_eighth_of_the_checkpoint(nb, exported):
+    run, _, checkpoint, path = exported
+    weights = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    assert tensors_equal(weights, {name: w.half() for name, w in run.ema.state_dict().items()})
+    assert path.stat().st_size < checkpoint.stat().st_size / 7  # 2 bytes a parameter against 16, and the settings
+
+
+def test_exported_weights_sample_as_the_checkpoint_does(nb, exported):
+    """Section 7's checkpoint_path reads the exported file like a checkpoint: the same schedule, size and prediction,
+    and samples within float16's rounding of the full-precision EMA's."""
+    _, config, checkpoint, path = exported
+    model, schedule, size, class_names, prediction = nb.load_model(path, torch.device("cpu"))
+    full, full_schedule, *_ = nb.load_model(checkpoint, torch.device("cpu"))
+    assert (size, class_names, prediction) == (16, None, "v") and torch.equal(schedule.betas, full_schedule.betas)
+
+    def draw(network):
+        return nb.sample(nb.NoisePredictor(network, schedule, prediction), (4, 3, size, size), "cpu", schedule,
+                         "dpm++", 5, generator=torch.Generator().manual_seed(0))
+
+    assert (draw(model) - draw(full)).abs().max() < 1e-2
+
+
+def test_exported_weights_cannot_resume_training_and_say_so(nb, exported, tmp_path):
+    _, config, _, path = exported
+    with pytest.raises(nb.ConfigError, match="exported weights only .* cannot resume training"):
+        restore(nb, nb.load_checkpoint(path), path, tiny_run(nb, config), config)

@@ -9,7 +9,7 @@ import PIL.Image
 import pytest
 import torch
 
-from tiny import tiny_config, tiny_run
+from tiny import tiny_config, tiny_images, tiny_run, train
 
 
 @pytest.fixture
@@ -76,21 +76,26 @@ def test_the_denoising_gif_follows_one_sample_to_the_generated_image(nb, setup, 
     assert len(everything) == steps_taken  # never more frames than steps
 
 
-def test_the_training_panel_shows_status_progress_and_pictures(nb):
+def test_the_training_panel_shows_the_epochs_and_pictures_and_as_text_the_bar_line(nb):
     png = (b"\x89PNG" + bytes(range(256)))
-    bundle = nb.training_panel(["epoch 2/3, update 4/9", "epoch 1/3: loss 0.9"], 4 / 9, [png, png])
-    assert bundle["text/plain"] == "epoch 2/3, update 4/9\nepoch 1/3: loss 0.9"
-    assert '<progress value="0.4444" max="1"' in bundle["text/html"]
+    bar_line = "epoch 2/3:  44%|####4     | 4/9 [00:08<00:10, 0.50update/s, loss=0.9000]"
+    bundle = nb.training_panel(["epoch 1/3: loss 0.9"], [png, png], bar_line)
+    assert bundle["text/plain"] == f"{bar_line}\nepoch 1/3: loss 0.9"  # where the bar's widget does not show
+    assert "epoch 1/3: loss 0.9" in bundle["text/html"] and "4/9" not in bundle["text/html"]  # Jupyter: tqdm's widget
     pictures = re.findall(r'src="data:image/png;base64,([^"]+)"', bundle["text/html"])
     assert [base64.b64decode(p) for p in pictures] == [png, png]
-    assert "&lt;b&gt;" in nb.training_panel(["<b>"], 0, [])["text/html"]  # text is escaped, not markup
+    assert "&lt;b&gt;" in nb.training_panel(["<b>"], [])["text/html"]  # text is escaped, not markup
 
 
-def test_the_status_line_gives_speed_and_time_to_go(nb, tmp_path):
-    config = tiny_config(nb, tmp_path, BATCH_SIZE=8, GRAD_ACCUM_STEPS=2, EPOCHS=3)
-    progress = dict(nb.new_progress(), epoch=1, step=100, losses=[9.0] * 60 + [0.5, 0.25] * 25)
-    line = nb.status_line(progress, config, total_updates=400, updates_done=50, seconds=100.0)
-    # 2 s an update of 16 images: 8 images/s; 300 updates to go: 10 min; loss: the mean of the last LOG_EVERY (50)
-    assert line == "epoch 2/3, update 100/400, loss 0.3750, 8.0 images/s, 10 min to go"
-    done = dict(progress, epoch=3, step=400)
-    assert nb.status_line(done, config, 400, 350, 700.0) == "epoch 3/3, update 400/400, loss 0.3750, 8.0 images/s"
+def test_training_shows_tqdms_bar_with_epoch_speed_time_to_go_and_loss(nb, tmp_path, capsys, monkeypatch):
+    config = tiny_config(nb, tmp_path, EPOCHS=2, MAX_BATCHES_PER_EPOCH=3)
+    run = tiny_run(nb, config)
+    monkeypatch.setattr(nb, "LOG_EVERY", 2)  # the loss shown: the mean of the last 2 updates
+    train(nb, config, tiny_images(), run, tmp_path / "run")
+    captured = capsys.readouterr()
+    bar = captured.err.split("\r")[-1].strip()  # tqdm redraws its line in place on stderr
+    rate = r"[\d.]+(update/s|s/update)"
+    assert re.fullmatch(rf"epoch 2/2: 100%\|.+\| 6/6 \[[\d:]+<00:00, +{rate}, loss=\d\.\d{{4}}\]", bar), bar
+    loss = float(bar.rsplit("loss=", 1)[1].rstrip("]"))
+    assert loss == pytest.approx(np.mean(run.progress["losses"][-2:]), abs=1e-4)
+    assert [line[:15] for line in captured.out.splitlines()] == ["epoch 1/2: loss", "epoch 2/2: loss"]  # above it

@@ -1,5 +1,6 @@
 """The whole notebook, top to bottom, headless through papermill, with small parameters."""
 
+import importlib.util
 import json
 import re
 import shutil
@@ -7,9 +8,10 @@ import sys
 from pathlib import Path
 
 import papermill
+import PIL.Image
 import pytest
 
-from notebook import NOTEBOOK
+from notebook import NOTEBOOK, ROOT
 from stand_ins import random_inception_weights
 from tiny import SMALL
 
@@ -85,7 +87,8 @@ def test_runs_on_an_image_folder(folder_run):
     folder, executed = folder_run
     assert_ran_cleanly(executed)
     (run_dir,) = (folder / "checkpoints").iterdir()
-    assert [p.name for p in sorted(run_dir.iterdir())] == ["step_00000003.pt", "step_00000006.pt"]
+    assert [p.name for p in sorted(run_dir.iterdir())] == ["step_00000003.pt", "step_00000006.pt",
+                                                           "weights_float16.pt"]  # section 7 exports the last
     samples = sorted(p.name for p in (folder / "samples" / run_dir.name).iterdir())
     assert samples[:3] == ["denoising.gif", "epoch_0001.png", "epoch_0002.png"]
     assert [name.split("_")[:2] for name in samples[3:]] == [["generated", "ddim"], ["generated", "ddpm"],
@@ -93,16 +96,27 @@ def test_runs_on_an_image_folder(folder_run):
     assert "5000 training images" in printed(executed)
 
 
-def test_training_shows_one_panel_redrawn_in_place(folder_run):
+def test_training_shows_tqdms_bar_and_one_panel_redrawn_in_place(folder_run):
     _, executed = folder_run
     outputs = cell_with(executed, "progress = train(")["outputs"]
-    (panel,) = [out for out in outputs if out["output_type"] == "display_data"]  # updates replaced it in place
+    bar, panel, closing = outputs  # updates replaced the panel in place; then the closing line
+    assert "application/vnd.jupyter.widget-view+json" in bar["data"]  # tqdm.auto's widget in a Jupyter kernel
+    assert [panel["output_type"], closing["output_type"]] == ["display_data", "stream"]
     html = "".join(panel["data"]["text/html"])
-    assert '<progress value="1.0000"' in html and html.count("data:image/png;base64,") == 2  # losses, latest grid
-    status, *epochs = "".join(panel["data"]["text/plain"]).splitlines()
-    assert status.startswith("epoch 2/2, update 6/6, loss ") and status.endswith(" images/s")
+    assert "<progress" not in html and html.count("data:image/png;base64,") == 2  # losses, latest grid
+    bar_line, *epochs = "".join(panel["data"]["text/plain"]).splitlines()  # the text form: tqdm's line first
+    assert bar_line.startswith("epoch 2/2: 100%") and " 6/6 [" in bar_line and "loss=" in bar_line
     assert [line[:15] for line in epochs] == ["epoch 1/2: loss", "epoch 2/2: loss"]
-    assert [out["output_type"] for out in outputs] == ["display_data", "stream"]  # and the closing line
+
+
+def test_the_bar_widget_ends_full_and_green(folder_run):
+    states = shown_widgets(folder_run[1])
+    texts = {state["value"].replace("\u2007", " ").strip() for state in states  # tqdm's widget: figure spaces
+             if state["_model_name"] == "HTMLModel"}
+    assert "epoch 2/2: 100%" in texts  # the label left of the bar
+    assert any(re.fullmatch(r"6/6 \[.+(update/s|s/update), loss=\d\.\d{4}\]", text) for text in texts), texts
+    (training,) = [state for state in states if state["_model_name"] == "FloatProgressModel" and state["max"] == 6]
+    assert training["value"] == 6 and training["bar_style"] == "success"
 
 
 def test_an_unconditional_run_offers_no_class_in_the_explorer(folder_run):
@@ -133,6 +147,18 @@ def test_the_memorisation_check_finds_the_nearest_training_images(folder_run):
                      r"[\d.]+ \(median of 64\)", printed(executed))
 
 
+def test_the_readme_figure_of_a_runs_reverse_process_is_drawn_from_its_folder(folder_run, tmp_path):
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "docs" / "make_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    checkpoint, summary = figures.run_summary(folder_run[0])  # what docs/short_run.sh gives it
+    assert checkpoint.name == "step_00000006.pt"  # the newest
+    assert re.fullmatch(r"2 epochs \(6 updates of 8 images\) of a 1\.5M-parameter U-Net \(BASE_CHANNELS = 16, "
+                        r"RECIPE = 'paper'\) at 32x32 on cpu \(\d+ CPU threads\) in \d+ min", summary), summary
+    path = figures.denoising_figure(checkpoint, summary, tmp_path / "denoising-steps.jpg", count=2)
+    assert PIL.Image.open(path).size[0] > 400  # eight steps side by side
+
+
 def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights, real_train, tmp_path):
     folder = tmp_path / "resumed"
     shutil.copytree(folder_run[0], folder)  # a copy: the first run's own tests see its folder as it left it
@@ -143,8 +169,10 @@ def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights, real_
     first, resumed = sorted((folder / "checkpoints").iterdir())  # the resumed run writes to a new folder
     assert f"Resumed from {Path('checkpoints') / first.name / 'step_00000006.pt'} at epoch 2" in text
     assert "epoch 3/3" in text and "epoch 1/3" not in text and "epoch 2/3" not in text
-    assert sorted(p.name for p in first.iterdir()) == ["step_00000003.pt", "step_00000006.pt"]  # left as it was
-    assert sorted(p.name for p in resumed.iterdir()) == ["resumed_from.txt", "step_00000009.pt"]
+    assert sorted(p.name for p in first.iterdir()) == ["step_00000003.pt", "step_00000006.pt",
+                                                        "weights_float16.pt"]  # left as it was
+    assert sorted(p.name for p in resumed.iterdir()) == ["resumed_from.txt", "step_00000009.pt",
+                                                          "weights_float16.pt"]
     assert (resumed / "resumed_from.txt").read_text().strip() == str((first / "step_00000006.pt").resolve())
     assert re.search(r"real features \(read from data/fid_cache/NoTrainInceptionV3-[0-9a-f]{8}_4x32px_", text)  # cache
 
