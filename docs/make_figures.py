@@ -10,7 +10,8 @@ Eq. 4 at growing t with the published linear schedule and with the same schedule
 
 docs/denoising-steps.jpg: the reverse process (DDPM, Alg. 2, all T steps) of the EMA weights of a run's newest
 checkpoint, read with the notebook's load_model, for a few samples; its title names the run's device, length and
-training time, read from the executed notebook that papermill wrote into RUN_FOLDER.
+training time, read from the executed notebook that papermill wrote into RUN_FOLDER. It also exports those weights
+in float16 (export_weights) to RUN_FOLDER/weights_float16.pt and prints how far their samples are from float32's.
 
 docs/training-panel.png: the browser test's screenshot of the training cell (tqdm's bar, the live panel), which
 `pytest tests/test_browser.py` writes after running the notebook in JupyterLab with its small parameters.
@@ -63,7 +64,7 @@ def forward_process_figure(images, path, timesteps=(0, 100, 200, 300, 400, 500, 
 
 def run_summary(run_folder):
     """(newest checkpoint, "2 epochs (1,562 updates of 64 images) of a 1.5M-parameter U-Net (...) on cpu (2 CPU
-    threads) in 47 min") of a papermill run in `run_folder`: its length and model from the checkpoint, the device from
+    threads) in 52 min") of a papermill run in `run_folder`: its length and model from the checkpoint, the device from
     what the run printed, the time from papermill's record of the training cell (compile, grids and checkpoints
     included)."""
     checkpoints = sorted(Path(run_folder).glob("checkpoints/run-*/step_*.pt"), key=lambda p: p.stat().st_mtime)
@@ -112,6 +113,17 @@ def denoising_figure(checkpoint_path, summary, path, count=6, seed=0):
     return path
 
 
+def float16_check(checkpoint_path, path, count=16, steps=20, seed=0):
+    """(file MiB, checkpoint MiB, largest difference) of the float16 weights that export_weights writes to `path`,
+    against the checkpoint's float32 EMA weights: `count` DPM-Solver++ samples in [-1, 1] from the same noise."""
+    cpu = torch.device("cpu")
+    path = nb.export_weights(checkpoint_path, path)
+    (full, schedule, size, _, prediction), (half, *_) = nb.load_model(checkpoint_path, cpu), nb.load_model(path, cpu)
+    draws = [nb.sample(nb.NoisePredictor(model, schedule, prediction), (count, 3, size, size), cpu, schedule, "dpm++",
+                       steps, generator=torch.Generator().manual_seed(seed)) for model in (full, half)]
+    return path.stat().st_size / 2**20, Path(checkpoint_path).stat().st_size / 2**20, (draws[0] - draws[1]).abs().max()
+
+
 def panel_figure(screenshot, path, width=900):
     """The browser test's screenshot of the training cell, scaled to `width` pixels, as a small palette PNG."""
     if not Path(screenshot).exists():
@@ -136,6 +148,9 @@ def main():
         checkpoint, summary = run_summary(arguments[0])
         print(f"{checkpoint}: {summary}")
         path = denoising_figure(checkpoint, summary, docs / "denoising-steps.jpg")
+        size, full_size, difference = float16_check(checkpoint, Path(arguments[0]) / "weights_float16.pt")
+        print(f"float16 weights: {size:.2f} MiB against the checkpoint's {full_size:.1f} MiB; 16 DPM-Solver++ 20 "
+              f"samples from the same noise within {difference:.4f} ({difference * 127.5:.2f} of an 8-bit level)")
     elif what == "panel":
         screenshot = arguments[0] if arguments else ROOT / "test-artifacts" / "browser" / "training-panel.png"
         path = panel_figure(screenshot, docs / "training-panel.png")
