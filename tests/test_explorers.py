@@ -79,12 +79,12 @@ def test_the_denoising_gif_follows_one_sample_to_the_generated_image(nb, setup, 
 def test_the_training_panel_shows_the_epochs_and_pictures_and_as_text_the_bar_line(nb):
     png = (b"\x89PNG" + bytes(range(256)))
     bar_line = "epoch 2/3:  44%|####4     | 4/9 [00:08<00:10, 0.50update/s, loss=0.9000]"
-    bundle = nb.training_panel(["epoch 1/3: loss 0.9"], [png, png], bar_line)
+    bundle = nb.training_panel(bar_line, ["epoch 1/3: loss 0.9"], [png, png])
     assert bundle["text/plain"] == f"{bar_line}\nepoch 1/3: loss 0.9"  # where the bar's widget does not show
     assert "epoch 1/3: loss 0.9" in bundle["text/html"] and "4/9" not in bundle["text/html"]  # Jupyter: tqdm's widget
     pictures = re.findall(r'src="data:image/png;base64,([^"]+)"', bundle["text/html"])
     assert [base64.b64decode(p) for p in pictures] == [png, png]
-    assert "&lt;b&gt;" in nb.training_panel(["<b>"], [])["text/html"]  # text is escaped, not markup
+    assert "&lt;b&gt;" in nb.training_panel("", ["<b>"], [])["text/html"]  # text is escaped, not markup
 
 
 def test_training_shows_tqdms_bar_with_epoch_speed_time_to_go_and_loss(nb, tmp_path, capsys, monkeypatch):
