@@ -5,10 +5,13 @@ every --every epochs, with the notebook's own evaluation functions (section 9) a
 
 It watches RUN_FOLDER/checkpoints/run-*/step_*.pt (a run keeps only its newest three, so each is read as it appears):
 for each checkpoint at the end of an epoch that --every divides, it exports the EMA weights in float16 (the
-notebook's export_weights; the last one becomes OUT/weights_float16.pt), draws --samples images (--final-samples at
---epochs) with the run's sampler from the same noise every time, and compares them with as many training images at
-the model's size, as the notebook's evaluation cell does. One JSON line an evaluation goes to OUT/fid.jsonl as soon
-as it is measured. It stops after the evaluation at --epochs, or when --wait-seconds pass without a new checkpoint.
+notebook's export_weights, to OUT/weights_float16.pt: a call cut short keeps the newest), draws --samples images
+(--final-samples at --epochs) with the run's sampler from the same noise every time, and compares them with as many
+training images at the model's size, as the notebook's evaluation cell does. One JSON line an evaluation goes to
+OUT/fid.jsonl as soon as it is measured. OUT/progress.json holds, rewritten at every epoch's end, when each epoch's
+checkpoint was written (its file's time: the epoch, the checkpoint and any grid; the live panel keeps only the last
+five epoch lines) and the losses of every update so far. It stops after the evaluation at --epochs, or when
+--wait-seconds pass without a new checkpoint.
 """
 
 import argparse
@@ -54,7 +57,7 @@ def main():
     out, device = Path(args.out), torch.device(args.device)
     out.mkdir(parents=True, exist_ok=True)
     inception = nb.load_inception(args.inception)
-    seen, last_new, images, real = set(), time.monotonic(), None, None
+    seen, last_new, images, real, epoch_ends = set(), time.monotonic(), None, None, []
     while time.monotonic() - last_new < args.wait_seconds:
         for path in sorted(Path(args.run).glob("checkpoints/run-*/step_*.pt")):
             if path in seen:
@@ -67,7 +70,12 @@ def main():
             last_new = time.monotonic()
             settings, progress = checkpoint["config"], checkpoint["progress"]
             epoch = progress["epoch"]
-            if progress["batch"] or epoch % args.every and epoch != args.epochs:
+            if progress["batch"]:  # a stop's checkpoint, mid-epoch
+                continue
+            epoch_ends.append([epoch, progress["step"], path.stat().st_mtime])
+            (out / "progress.json").write_text(json.dumps({"epoch_ends": epoch_ends, "losses": progress["losses"],
+                                                           "quarter_losses": progress["quarter_losses"]}))
+            if epoch % args.every and epoch != args.epochs:
                 continue
             if real is None:  # the training images as the run loaded them, and their features, once
                 images, _, _ = nb.load_image_folder(args.data, settings["image_size"])
@@ -75,7 +83,7 @@ def main():
                                                                  settings["image_size"], settings["image_size"],
                                                                  settings["seed"]), inception, device)
             count = min(args.final_samples if epoch == args.epochs else args.samples, len(images))
-            weights = nb.export_weights(path, out / f"epoch_{epoch:04d}_float16.pt")
+            weights = nb.export_weights(path, out / "weights_float16.pt")  # the newest replaces the one before
             fid, kid_mean, kid_std, sample_s, feature_s = evaluate(weights, inception, real, count, device, settings,
                                                                    settings["seed"])
             row = {"epoch": epoch, "update": progress["step"], "images_seen": progress["step"] *
@@ -88,9 +96,7 @@ def main():
             print(f"epoch {epoch}: FID {fid:.2f}, KID {kid_mean:.4f} ± {kid_std:.4f} ({count} samples; sampling "
                   f"{sample_s:.0f} s, features {feature_s:.0f} s)", flush=True)
             if epoch == args.epochs:
-                weights.replace(out / "weights_float16.pt")
                 return
-            weights.unlink()  # only the last one is shipped
         time.sleep(2)
     raise SystemExit(f"no new checkpoint in {args.wait_seconds:.0f} s: the run stopped before epoch {args.epochs}")
 

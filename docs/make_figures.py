@@ -3,6 +3,7 @@
     python docs/make_figures.py forward [TRAIN_FOLDER]   # default: ../shared/data/cifar10-jpg/train, as the tests
     python docs/make_figures.py denoising RUN_FOLDER      # a run of docs/short_run.sh (or any papermill run)
     python docs/make_figures.py panel [SCREENSHOT]        # default: the browser test's test-artifacts/browser/
+    python docs/make_figures.py result OUT_FOLDER         # what bench/default_run.sh run brought back from a GPU
 
 docs/forward-process.jpg: real CIFAR-10 training images, upscaled to 64x64 as the notebook trains on them, noised by
 Eq. 4 at growing t with the published linear schedule and with the same schedule shifted for the upscale
@@ -15,11 +16,19 @@ in float16 (export_weights) to RUN_FOLDER/weights_float16.pt and prints how far 
 
 docs/training-panel.png: the browser test's screenshot of the training cell (tqdm's bar, the live panel), which
 `pytest tests/test_browser.py` writes after running the notebook in JupyterLab with its small parameters.
+
+docs/result-samples.jpg, docs/result-progress.jpg, docs/result-curves.png: a run at length (bench/default_run.sh on a
+GPU). 64 samples of its float16 EMA weights (OUT/weights_float16.pt) drawn here with the run's sampler; the EMA half
+of the notebook's own sample grids at each evaluated epoch (the same noise every time); the loss per update and FID
+per epoch. It prints the README's caption, each epoch's seconds and the FID rows for BENCHMARKS.md.
 """
 
+import datetime
+import io
 import json
 import re
 import sys
+import tarfile
 from pathlib import Path
 
 import matplotlib
@@ -62,24 +71,35 @@ def forward_process_figure(images, path, timesteps=(0, 100, 200, 300, 400, 500, 
     return path
 
 
-def run_summary(run_folder):
-    """(newest checkpoint, "2 epochs (1,562 updates of 64 images) of a 1.5M-parameter U-Net (...) on cpu (2 CPU
-    threads) in 52 min") of a papermill run in `run_folder`: its length and model from the checkpoint, the device from
-    what the run printed, the time from papermill's record of the training cell (compile, grids and checkpoints
-    included)."""
+def newest_checkpoint(run_folder):
+    """The newest checkpoint of a papermill run in `run_folder` (docs/short_run.sh)."""
     checkpoints = sorted(Path(run_folder).glob("checkpoints/run-*/step_*.pt"), key=lambda p: p.stat().st_mtime)
-    executed = Path(run_folder) / "executed.ipynb"
-    if not checkpoints or not executed.exists():
-        raise SystemExit(f"{run_folder} holds no checkpoints/run-*/step_*.pt and executed.ipynb: run "
-                         f"docs/short_run.sh first")
-    cells = json.loads(executed.read_text())["cells"]
+    if not checkpoints:
+        raise SystemExit(f"{run_folder} holds no checkpoints/run-*/step_*.pt: run docs/short_run.sh first")
+    return checkpoints[-1]
+
+
+def training_cell(executed):
+    """The training cell of an executed notebook (a dict), with papermill's record of its time."""
+    (cell,) = [cell for cell in executed["cells"] if "progress = train(" in "".join(cell["source"])]
+    return cell
+
+
+def run_summary(executed_path, checkpoint_path):
+    """"2 epochs (1,562 updates of 64 images) of a 1.5M-parameter U-Net (...) on cpu (2 CPU threads) in 52 min" of a
+    papermill run of the notebook: its length and model from the checkpoint (or export_weights' file), the device
+    from what the run printed, the time from papermill's record of the training cell (compile, grids and
+    checkpoints included)."""
+    if not Path(executed_path).exists():
+        raise SystemExit(f"no {executed_path}: run the notebook through papermill first (docs/short_run.sh)")
+    cells = json.loads(Path(executed_path).read_text())["cells"]
     text = "\n".join("".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
                      for cell in cells for out in cell.get("outputs", []))
     device, threads = re.search(r"^device: +([^,\n]+)", text, re.MULTILINE), re.search(r"(\d+) CPU threads", text)
-    (training,) = [cell for cell in cells if "progress = train(" in "".join(cell["source"])]
+    training = training_cell({"cells": cells})
     if device is None or "duration" not in training["metadata"].get("papermill", {}):
-        raise SystemExit(f"{executed} is not a finished papermill run of the notebook (no device line or no time)")
-    checkpoint = nb.load_checkpoint(checkpoints[-1])
+        raise SystemExit(f"{executed_path} is not a finished papermill run of the notebook (no device line or no time)")
+    checkpoint = nb.load_checkpoint(checkpoint_path)
     config, progress = checkpoint["config"], checkpoint["progress"]
     where = device.group(1) + (f" ({threads.group(1)} CPU threads)" if device.group(1) == "cpu" and threads else "")
     summary = (f"{progress['epoch']} epochs ({progress['step']:,} updates of "
@@ -87,7 +107,7 @@ def run_summary(run_folder):
                f"{sum(v.numel() for v in checkpoint['model'].values()) / 1e6:.1f}M-parameter U-Net (BASE_CHANNELS = "
                f"{config['base_channels']}, RECIPE = {config['recipe']!r}) at {config['image_size']}x"
                f"{config['image_size']} on {where} in {training['metadata']['papermill']['duration'] / 60:.0f} min")
-    return checkpoints[-1], summary
+    return summary
 
 
 def denoising_figure(checkpoint_path, summary, path, count=6, seed=0):
@@ -134,6 +154,94 @@ def panel_figure(screenshot, path, width=900):
     return path
 
 
+def ema_grids(samples_tar):
+    """{epoch: the EMA half of the notebook's sample grid samples/<run>/epoch_NNNN.png} from bench/default_run.sh's
+    samples.tar (save_sample_grid puts the raw weights' grid, 8 white columns, then the EMA weights')."""
+    grids = {}
+    with tarfile.open(samples_tar) as archive:
+        for member in archive.getmembers():
+            found = re.search(r"epoch_(\d+)\.png$", member.name)
+            if found:
+                image = PIL.Image.open(io.BytesIO(archive.extractfile(member).read())).convert("RGB")
+                if image.width > image.height:  # raw | EMA
+                    image = image.crop((image.width - (image.width - 8) // 2, 0, image.width, image.height))
+                grids[int(found.group(1))] = image
+    return grids
+
+
+def epoch_seconds(executed, epoch_ends):
+    """{epoch: seconds} from the times bench/default_run.py saw each epoch's checkpoint written (progress.json); the
+    first epoch's from the training cell's start (compile included). Each holds its checkpoint and any grid."""
+    start = datetime.datetime.fromisoformat(training_cell(executed)["metadata"]["papermill"]["start_time"])
+    times = [start.timestamp()] + [written for _, _, written in epoch_ends]
+    return {epoch: times[i + 1] - times[i] for i, (epoch, _, _) in enumerate(epoch_ends)}
+
+
+def result_figures(out, docs, count=64, seed=0):
+    """The README's pictures of a run at length from what bench/default_run.sh brought back to `out`; returns the
+    paths and the caption."""
+    out = Path(out)
+    missing = [name for name in ("executed.ipynb", "fid.jsonl", "progress.json", "samples.tar", "weights_float16.pt")
+               if not (out / name).exists()]
+    if missing:
+        raise SystemExit(f"{out} lacks {', '.join(missing)}: give the folder bench/default_run.sh run wrote ($OUT)")
+    rows = [json.loads(line) for line in (out / "fid.jsonl").read_text().splitlines()]
+    progress = json.loads((out / "progress.json").read_text())
+    weights = out / "weights_float16.pt"
+    config = nb.load_checkpoint(weights)["config"]
+    summary = run_summary(out / "executed.ipynb", weights)
+    final = rows[-1]
+    caption = (f"{summary}; FID {final['fid']:.1f} ({final['samples']:,} samples, {final['sampler']} "
+               f"{final['steps']} steps, against as many training images)")
+
+    model, schedule, size, _, prediction = nb.load_model(weights, torch.device("cpu"))
+    predictor = nb.NoisePredictor(model, schedule, prediction)
+    images = nb.sample(predictor, (count, 3, size, size), torch.device("cpu"), schedule, config["sampler"],
+                       config["sampling_steps"], generator=torch.Generator().manual_seed(seed))
+    samples_path = docs / "result-samples.jpg"
+    grid = nb.make_grid(nb.to_unit_range(images), nrow=round(count**0.5), padding=2, pad_value=1)  # (3, H, W)
+    PIL.Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()).save(samples_path, quality=90)
+
+    grids, fid = ema_grids(out / "samples.tar"), {row["epoch"]: row for row in rows}
+    shown = [epoch for epoch in sorted(grids) if epoch in fid]
+    if len(shown) > 6:  # six, spread from the first to the last
+        shown = [shown[round(i * (len(shown) - 1) / 5)] for i in range(6)]
+    fig, axes = plt.subplots(1, len(shown), figsize=(len(shown) * 2.4, 2.8), squeeze=False)
+    for ax, epoch in zip(axes[0], shown, strict=True):
+        ax.imshow(grids[epoch])
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(f"epoch {epoch}: {fid[epoch]['images_seen'] / 1e6:.2f}M images\nFID {fid[epoch]['fid']:.1f}",
+                     fontsize=8)
+    fig.suptitle(f"The same noise through the EMA weights as training goes ({config['sampler']}, "
+                 f"{config['sampling_steps']} steps)", fontsize=8)
+    fig.tight_layout()
+    progress_path = docs / "result-progress.jpg"
+    fig.savefig(progress_path, dpi=120, pil_kwargs={"quality": 85})  # 2.4 in: 288 pixels, a grid's own 266
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3))
+    nb.plot_losses(progress["losses"], progress["quarter_losses"], axes[:2])
+    axes[2].plot([row["epoch"] for row in rows], [row["fid"] for row in rows], "o-", color="tab:red")
+    for row in rows:
+        axes[2].annotate(f"{row['fid']:.1f}", (row["epoch"], row["fid"]), textcoords="offset points",
+                         xytext=(0, 5), ha="center", fontsize=7)
+    axes[2].set(xlabel="epoch", ylabel="FID (lower is better)")
+    counts = " or ".join(f"{count:,}" for count in sorted({row["samples"] for row in rows}))
+    axes[2].set_title(f"FID of the EMA weights ({counts} samples)", fontsize=9)
+    fig.tight_layout()
+    curves_path = docs / "result-curves.png"
+    fig.savefig(curves_path, dpi=72)
+    plt.close(fig)
+
+    seconds = epoch_seconds(json.loads((out / "executed.ipynb").read_text()), progress["epoch_ends"])
+    print("seconds per epoch (checkpoint to checkpoint):", ", ".join(f"{e}: {s:.1f}" for e, s in seconds.items()))
+    print("| epoch | images seen | samples | FID | KID | sampling (s) | features (s) |\n" + "| --- " * 7 + "|")
+    for row in rows:
+        print(f"| {row['epoch']} | {row['images_seen']:,} | {row['samples']:,} | {row['fid']:.2f} | {row['kid']:.4f} "
+              f"± {row['kid_std']:.4f} | {row['sample_seconds']} | {row['feature_seconds']} |")
+    return [samples_path, progress_path, curves_path], caption
+
+
 def main():
     what, arguments = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
     docs = ROOT / "docs"
@@ -145,7 +253,8 @@ def main():
         picks = torch.stack([torch.nonzero(labels == c)[0, 0] for c in (0, 7, 3)])  # an airplane, a horse, a cat
         path = forward_process_figure(images[picks], docs / "forward-process.jpg")
     elif what == "denoising" and len(arguments) == 1:
-        checkpoint, summary = run_summary(arguments[0])
+        checkpoint = newest_checkpoint(arguments[0])
+        summary = run_summary(Path(arguments[0]) / "executed.ipynb", checkpoint)
         print(f"{checkpoint}: {summary}")
         path = denoising_figure(checkpoint, summary, docs / "denoising-steps.jpg")
         size, full_size, difference = float16_check(checkpoint, Path(arguments[0]) / "weights_float16.pt")
@@ -154,6 +263,12 @@ def main():
     elif what == "panel":
         screenshot = arguments[0] if arguments else ROOT / "test-artifacts" / "browser" / "training-panel.png"
         path = panel_figure(screenshot, docs / "training-panel.png")
+    elif what == "result" and len(arguments) == 1:
+        paths, caption = result_figures(arguments[0], docs)
+        print(caption)
+        for path in paths[:-1]:
+            print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+        path = paths[-1]
     else:
         raise SystemExit(__doc__)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")

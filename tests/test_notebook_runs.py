@@ -4,7 +4,9 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import papermill
@@ -147,16 +149,46 @@ def test_the_memorisation_check_finds_the_nearest_training_images(folder_run):
                      r"[\d.]+ \(median of 64\)", printed(executed))
 
 
-def test_the_readme_figure_of_a_runs_reverse_process_is_drawn_from_its_folder(folder_run, tmp_path):
+def make_figures():
+    """docs/make_figures.py, the README's figure script, as a module."""
     spec = importlib.util.spec_from_file_location("make_figures", ROOT / "docs" / "make_figures.py")
     figures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(figures)
-    checkpoint, summary = figures.run_summary(folder_run[0])  # what docs/short_run.sh gives it
-    assert checkpoint.name == "step_00000006.pt"  # the newest
+    return figures
+
+
+def test_the_readme_figure_of_a_runs_reverse_process_is_drawn_from_its_folder(folder_run, tmp_path):
+    figures = make_figures()
+    checkpoint = figures.newest_checkpoint(folder_run[0])  # what docs/short_run.sh gives it
+    assert checkpoint.name == "step_00000006.pt"
+    summary = figures.run_summary(folder_run[0] / "executed.ipynb", checkpoint)
     assert re.fullmatch(r"2 epochs \(6 updates of 8 images\) of a 1\.5M-parameter U-Net \(BASE_CHANNELS = 16, "
                         r"RECIPE = 'paper'\) at 32x32 on cpu \(\d+ CPU threads\) in \d+ min", summary), summary
     path = figures.denoising_figure(checkpoint, summary, tmp_path / "denoising-steps.jpg", count=2)
     assert PIL.Image.open(path).size[0] > 400  # eight steps side by side
+
+
+def test_the_readme_figures_of_a_gpu_run_are_drawn_from_what_its_scripts_bring_back(folder_run, inception_weights,
+                                                                                     real_train, tmp_path):
+    folder, _ = folder_run  # in place of bench/default_run.sh's papermill run on a GPU
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, ROOT / "bench" / "default_run.py", "--run", folder, "--data", real_train,
+                    "--inception", inception_weights, "--out", out, "--epochs", "2", "--every", "1", "--samples", "4",
+                    "--final-samples", "4", "--device", "cpu", "--wait-seconds", "10"], check=True)
+    rows = [json.loads(line) for line in (out / "fid.jsonl").read_text().splitlines()]
+    assert [(row["epoch"], row["update"], row["samples"]) for row in rows] == [(1, 3, 4), (2, 6, 4)]
+    progress = json.loads((out / "progress.json").read_text())
+    assert [end[:2] for end in progress["epoch_ends"]] == [[1, 3], [2, 6]] and len(progress["losses"]) == 6
+    shutil.copy(folder / "executed.ipynb", out)  # what bench/default_run.sh adds to the evaluator's files
+    with tarfile.open(out / "samples.tar", "w") as archive:
+        archive.add(folder / "samples", "samples")
+    paths, caption = make_figures().result_figures(out, tmp_path, count=4)
+    assert re.fullmatch(r"2 epochs \(6 updates of 8 images\) of a 1\.5M-parameter U-Net \(BASE_CHANNELS = 16, "
+                        r"RECIPE = 'paper'\) at 32x32 on cpu \(\d+ CPU threads\) in \d+ min; FID [\d.]+ \(4 samples, "
+                        r"dpm\+\+ 10 steps, against as many training images\)", caption), caption
+    assert [path.name for path in paths] == ["result-samples.jpg", "result-progress.jpg", "result-curves.png"]
+    assert PIL.Image.open(paths[0]).size == (2 * 34 + 2,) * 2  # 2x2 samples of 32 pixels, 2 between and around
+    assert PIL.Image.open(paths[1]).size[0] > 500  # both epochs' grids side by side
 
 
 def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights, real_train, tmp_path):
