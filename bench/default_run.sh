@@ -9,6 +9,9 @@
 # then, the second right after the first (a machine idle for 30 s goes back, and a fresh one starts bare):
 #   1. bash bench/default_run.sh stage         carry gpu/train.tar.gz .whl gpu/inception.part-aa   (63.7 MB)
 #   2. bash bench/default_run.sh run EPOCHS    carry gpu/inception.part-ab (63.4 MB); its files go to $OUT as it goes
+# $OUT then holds 7 files: papermill.log, fid.log, fid.jsonl, progress.json, weights_float16.pt (bench/default_run.py),
+# executed.ipynb and samples.tar (the notebook's grids). Back here, the README's pictures and numbers come from
+#   python docs/make_figures.py result THAT_FOLDER
 # A smoke run of the same wiring on this CPU, tiny sizes, ../shared's images:
 #   QUICK=1 OUT=/tmp/out bash bench/default_run.sh stage && QUICK=1 OUT=/tmp/out bash bench/default_run.sh run 2
 set -euo pipefail
