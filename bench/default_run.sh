@@ -9,8 +9,9 @@
 # then, the second right after the first (a machine idle for 30 s goes back, and a fresh one starts bare):
 #   1. bash bench/default_run.sh stage         carry gpu/train.tar.gz .whl gpu/inception.part-aa   (63.7 MB)
 #   2. bash bench/default_run.sh run EPOCHS    carry gpu/inception.part-ab (63.4 MB); its files go to $OUT as it goes
-# $OUT then holds 7 files: papermill.log, fid.log, fid.jsonl, progress.json, weights_float16.pt (bench/default_run.py),
-# executed.ipynb and samples.tar (the notebook's grids). Back here, the README's pictures and numbers come from
+# $OUT then holds 7 files: papermill.log, fid.log, fid.jsonl, progress.json, weights_float16.pt, samples.tar (the
+# notebook's grids) and executed.ipynb (a call cut short in an evaluation leaves an 8th, unscored_float16.pt). Back
+# here, the README's pictures and numbers come from
 #   python docs/make_figures.py result THAT_FOLDER
 # A smoke run of the same wiring on this CPU, tiny sizes, ../shared's images:
 #   QUICK=1 OUT=/tmp/out bash bench/default_run.sh stage && QUICK=1 OUT=/tmp/out bash bench/default_run.sh run 2
@@ -67,20 +68,20 @@ run)
     watcher=(--device cuda)
   fi
   # the notebook at its defaults but for the data, the length and the evaluation (default_run.py does that)
-  $PYTHON -m papermill diffusion_model.ipynb $STAGE/run/executed.ipynb --cwd $STAGE/run -k python3 --log-output \
+  $PYTHON -m papermill diffusion_model.ipynb "$OUT/executed.ipynb" --cwd $STAGE/run -k python3 --log-output \
     -p DATASET $STAGE/data/train -p EPOCHS "$epochs" -p EVAL_IMAGES 0 "${notebook[@]}" > "$OUT/papermill.log" 2>&1 &
   run=$!
   TQDM_DISABLE=1 $PYTHON bench/default_run.py --run $STAGE/run --data $STAGE/data/train \
-    --inception $STAGE/default_1.pt --out "$OUT" --epochs "$epochs" "${watcher[@]}" 2>&1 | tee "$OUT/fid.log"
+    --inception $STAGE/default_1.pt --out "$OUT" --epochs "$epochs" "${watcher[@]}" 2>&1 | tee "$OUT/fid.log" ||
+    echo "the evaluator stopped early: see fid.log"
   for _ in $(seq 300); do kill -0 $run 2>/dev/null || break; sleep 1; done  # the cells after training: minutes
-  kill -0 $run 2>/dev/null && echo "papermill still running after 300 s: its autosaved notebook is copied as it is"
+  kill -0 $run 2>/dev/null && echo "papermill still running after 300 s: its autosaved notebook stays as it is"
   wait $run 2>/dev/null || echo "papermill did not finish: see papermill.log"
-  cp $STAGE/run/executed.ipynb "$OUT/"
   tar -cf "$OUT/samples.tar" -C $STAGE/run samples
   $PYTHON -c "import json, sys; cells = json.load(open(sys.argv[1]))['cells']; print(*(''.join(o['data']['text/plain'])
     for c in cells if 'progress = train(' in ''.join(c['source']) for o in c['outputs'] if 'text/html' in
     o.get('data', {})), sep='\n')" "$OUT/executed.ipynb"  # the training panel's text: tqdm's last line, the epochs
   ls -la "$OUT" ;;
 *)
-  sed -n 2,13p "$0"; exit 2 ;;
+  sed -n 2,16p "$0"; exit 2 ;;
 esac

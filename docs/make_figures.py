@@ -79,34 +79,35 @@ def newest_checkpoint(run_folder):
     return checkpoints[-1]
 
 
-def training_cell(executed):
-    """The training cell of an executed notebook (a dict), with papermill's record of its time."""
-    (cell,) = [cell for cell in executed["cells"] if "progress = train(" in "".join(cell["source"])]
+def training_cell(cells):
+    """The training cell of an executed notebook's cells, with papermill's record of its time."""
+    (cell,) = [cell for cell in cells if "progress = train(" in "".join(cell["source"])]
     return cell
 
 
-def run_summary(executed_path, checkpoint_path):
+def run_summary(executed_path, checkpoint_path, minutes=None):
     """"2 epochs (1,562 updates of 64 images) of a 1.5M-parameter U-Net (...) on cpu (2 CPU threads) in 52 min" of a
     papermill run of the notebook: its length and model from the checkpoint (or export_weights' file), the device
-    from what the run printed, the time from papermill's record of the training cell (compile, grids and
+    from what the run printed, the time `minutes`, else papermill's record of the training cell (compile, grids and
     checkpoints included)."""
     if not Path(executed_path).exists():
-        raise SystemExit(f"no {executed_path}: run the notebook through papermill first (docs/short_run.sh)")
+        raise SystemExit(f"no {executed_path}: run the notebook through papermill first")
     cells = json.loads(Path(executed_path).read_text())["cells"]
     text = "\n".join("".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
                      for cell in cells for out in cell.get("outputs", []))
     device, threads = re.search(r"^device: +([^,\n]+)", text, re.MULTILINE), re.search(r"(\d+) CPU threads", text)
-    training = training_cell({"cells": cells})
-    if device is None or "duration" not in training["metadata"].get("papermill", {}):
+    timing = training_cell(cells)["metadata"].get("papermill", {})
+    if device is None or (minutes is None and "duration" not in timing):
         raise SystemExit(f"{executed_path} is not a finished papermill run of the notebook (no device line or no time)")
+    minutes = timing["duration"] / 60 if minutes is None else minutes
     checkpoint = nb.load_checkpoint(checkpoint_path)
     config, progress = checkpoint["config"], checkpoint["progress"]
     where = device.group(1) + (f" ({threads.group(1)} CPU threads)" if device.group(1) == "cpu" and threads else "")
-    summary = (f"{progress['epoch']} epochs ({progress['step']:,} updates of "
+    summary = (f"{progress['epoch']} epoch{'s' * (progress['epoch'] != 1)} ({progress['step']:,} updates of "
                f"{config['batch_size'] * config['grad_accum_steps']} images) of a "
                f"{sum(v.numel() for v in checkpoint['model'].values()) / 1e6:.1f}M-parameter U-Net (BASE_CHANNELS = "
                f"{config['base_channels']}, RECIPE = {config['recipe']!r}) at {config['image_size']}x"
-               f"{config['image_size']} on {where} in {training['metadata']['papermill']['duration'] / 60:.0f} min")
+               f"{config['image_size']} on {where} in {minutes:.0f} min")
     return summary
 
 
@@ -156,7 +157,8 @@ def panel_figure(screenshot, path, width=900):
 
 def ema_grids(samples_tar):
     """{epoch: the EMA half of the notebook's sample grid samples/<run>/epoch_NNNN.png} from bench/default_run.sh's
-    samples.tar (save_sample_grid puts the raw weights' grid, 8 white columns, then the EMA weights')."""
+    samples.tar (save_sample_grid puts the raw weights' grid, 8 white columns, then the EMA weights'; a run without
+    EMA has the raw one alone)."""
     grids = {}
     with tarfile.open(samples_tar) as archive:
         for member in archive.getmembers():
@@ -169,12 +171,23 @@ def ema_grids(samples_tar):
     return grids
 
 
-def epoch_seconds(executed, epoch_ends):
-    """{epoch: seconds} from the times bench/default_run.py saw each epoch's checkpoint written (progress.json); the
-    first epoch's from the training cell's start (compile included). Each holds its checkpoint and any grid."""
-    start = datetime.datetime.fromisoformat(training_cell(executed)["metadata"]["papermill"]["start_time"])
-    times = [start.timestamp()] + [written for _, _, written in epoch_ends]
-    return {epoch: times[i + 1] - times[i] for i, (epoch, _, _) in enumerate(epoch_ends)}
+def training_start(executed_path):
+    """When the training cell of a papermill run started (papermill's record), in seconds since the epoch."""
+    cell = training_cell(json.loads(Path(executed_path).read_text())["cells"])
+    start = datetime.datetime.fromisoformat(cell["metadata"]["papermill"]["start_time"])
+    return (start if start.tzinfo else start.replace(tzinfo=datetime.UTC)).timestamp()  # papermill < 2.5: naive UTC
+
+
+def epoch_spans(start, epoch_ends):
+    """[(first epoch, last epoch, seconds each)] from the training cell's `start` and the times bench/default_run.py
+    saw each epoch's checkpoint written (progress.json's epoch_ends): the first from the start (the compile
+    included); each span from one checkpoint to the next, so it holds the grid drawn after the epoch before it; an
+    epoch whose checkpoint went before it was seen (the run keeps three) shares its span with the next."""
+    spans, before, time_before = [], 0, start
+    for epoch, _, written in epoch_ends:
+        spans.append((before + 1, epoch, (written - time_before) / (epoch - before)))
+        before, time_before = epoch, written
+    return spans
 
 
 def result_figures(out, docs, count=64, seed=0):
@@ -188,9 +201,11 @@ def result_figures(out, docs, count=64, seed=0):
     rows = [json.loads(line) for line in (out / "fid.jsonl").read_text().splitlines()]
     progress = json.loads((out / "progress.json").read_text())
     weights = out / "weights_float16.pt"
-    config = nb.load_checkpoint(weights)["config"]
-    summary = run_summary(out / "executed.ipynb", weights)
-    final = rows[-1]
+    exported = nb.load_checkpoint(weights)
+    config, start = exported["config"], training_start(out / "executed.ipynb")
+    (written,) = [written for epoch, _, written in progress["epoch_ends"] if epoch == exported["progress"]["epoch"]]
+    summary = run_summary(out / "executed.ipynb", weights, (written - start) / 60)  # a call cut short has no duration
+    (final,) = [row for row in rows if row["epoch"] == exported["progress"]["epoch"]]  # the weights' own FID
     caption = (f"{summary}; FID {final['fid']:.1f} ({final['samples']:,} samples, {final['sampler']} "
                f"{final['steps']} steps, against as many training images)")
 
@@ -233,8 +248,10 @@ def result_figures(out, docs, count=64, seed=0):
     fig.savefig(curves_path, dpi=72)
     plt.close(fig)
 
-    seconds = epoch_seconds(json.loads((out / "executed.ipynb").read_text()), progress["epoch_ends"])
-    print("seconds per epoch (checkpoint to checkpoint):", ", ".join(f"{e}: {s:.1f}" for e, s in seconds.items()))
+    spans = epoch_spans(start, progress["epoch_ends"])
+    print("seconds per epoch, checkpoint to checkpoint (an FID evaluation shares the GPU every few):", ", ".join(
+        f"{first}: {seconds:.1f}" if first == last else f"{first}-{last}: {seconds:.1f} each"
+        for first, last, seconds in spans))
     print("| epoch | images seen | samples | FID | KID | sampling (s) | features (s) |\n" + "| --- " * 7 + "|")
     for row in rows:
         print(f"| {row['epoch']} | {row['images_seen']:,} | {row['samples']:,} | {row['fid']:.2f} | {row['kid']:.4f} "

@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import papermill
@@ -179,16 +178,20 @@ def test_the_readme_figures_of_a_gpu_run_are_drawn_from_what_its_scripts_bring_b
     assert [(row["epoch"], row["update"], row["samples"]) for row in rows] == [(1, 3, 4), (2, 6, 4)]
     progress = json.loads((out / "progress.json").read_text())
     assert [end[:2] for end in progress["epoch_ends"]] == [[1, 3], [2, 6]] and len(progress["losses"]) == 6
-    shutil.copy(folder / "executed.ipynb", out)  # what bench/default_run.sh adds to the evaluator's files
-    with tarfile.open(out / "samples.tar", "w") as archive:
-        archive.add(folder / "samples", "samples")
-    paths, caption = make_figures().result_figures(out, tmp_path, count=4)
+    shutil.copy(folder / "executed.ipynb", out)  # bench/default_run.sh has papermill write it there
+    figures = make_figures()
+    paths, caption = figures.result_figures(out, tmp_path, count=4)
     assert re.fullmatch(r"2 epochs \(6 updates of 8 images\) of a 1\.5M-parameter U-Net \(BASE_CHANNELS = 16, "
                         r"RECIPE = 'paper'\) at 32x32 on cpu \(\d+ CPU threads\) in \d+ min; FID [\d.]+ \(4 samples, "
                         r"dpm\+\+ 10 steps, against as many training images\)", caption), caption
     assert [path.name for path in paths] == ["result-samples.jpg", "result-progress.jpg", "result-curves.png"]
     assert PIL.Image.open(paths[0]).size == (2 * 34 + 2,) * 2  # 2x2 samples of 32 pixels, 2 between and around
-    assert PIL.Image.open(paths[1]).size[0] > 500  # both epochs' grids side by side
+    (run,) = (folder / "samples").iterdir()
+    grid, ema = PIL.Image.open(run / "epoch_0002.png").convert("RGB"), figures.ema_grids(out / "samples.tar")[2]
+    assert ema.size == (4 * 34 + 2,) * 2  # 4x4 samples of 32 pixels: the EMA half
+    assert ema.tobytes() == grid.crop((grid.width - ema.width, 0, *grid.size)).tobytes()
+    spans = figures.epoch_spans(figures.training_start(folder / "executed.ipynb"), progress["epoch_ends"])
+    assert [span[:2] for span in spans] == [(1, 1), (2, 2)] and all(0 < span[2] < 600 for span in spans)
 
 
 def test_resuming_starts_at_the_saved_epoch(folder_run, inception_weights, real_train, tmp_path):
