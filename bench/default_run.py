@@ -95,6 +95,11 @@ def main():
             epoch_ends.append([epoch, progress["step"], written])
             replace_with(out / "progress.json", json.dumps({"epoch_ends": epoch_ends, "losses": progress["losses"],
                                                             "quarter_losses": progress["quarter_losses"]}).encode())
+            if real is None:  # once, at the first epoch's end rather than in an evaluation (the run goes on)
+                images, _, _ = nb.load_image_folder(args.data, settings["image_size"])
+                real = nb.image_features(nb.real_images_for_eval(images, min(args.final_samples, len(images)),
+                                                                 settings["image_size"], settings["image_size"],
+                                                                 settings["seed"]), inception, device)
             if epoch % args.every and epoch != args.epochs:
                 continue
             try:  # now, before the run prunes it; it replaces weights_float16.pt once scored
@@ -102,11 +107,6 @@ def main():
             except RuntimeError as error:
                 print(f"epoch {epoch} not evaluated: {error}")
                 continue
-            if real is None:  # the training images as the run loaded them, and their features, once
-                images, _, _ = nb.load_image_folder(args.data, settings["image_size"])
-                real = nb.image_features(nb.real_images_for_eval(images, min(args.final_samples, len(images)),
-                                                                 settings["image_size"], settings["image_size"],
-                                                                 settings["seed"]), inception, device)
             count = min(args.final_samples if epoch == args.epochs else args.samples, len(images))
             fid, kid_mean, kid_std, sample_s, feature_s = evaluate(weights, inception, real, count, device, settings,
                                                                    settings["seed"])
@@ -124,6 +124,7 @@ def main():
             replace_with(out / "samples.tar", tar_of(Path(args.run) / "samples", "samples"))
             if epoch == args.epochs:
                 return
+            last_new = time.monotonic()
             break  # checkpoints written during the evaluation: look again
         time.sleep(2)
     raise SystemExit(f"no new checkpoint in {args.wait_seconds:.0f} s: the run stopped before epoch {args.epochs}")
