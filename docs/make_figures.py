@@ -72,11 +72,12 @@ def forward_process_figure(images, path, timesteps=(0, 100, 200, 300, 400, 500, 
 
 
 def newest_checkpoint(run_folder):
-    """The newest checkpoint of a papermill run in `run_folder` (docs/short_run.sh)."""
-    checkpoints = sorted(Path(run_folder).glob("checkpoints/run-*/step_*.pt"), key=lambda p: p.stat().st_mtime)
-    if not checkpoints:
-        raise SystemExit(f"{run_folder} holds no checkpoints/run-*/step_*.pt: run docs/short_run.sh first")
-    return checkpoints[-1]
+    """The newest checkpoint of a papermill run in `run_folder` (docs/short_run.sh), found as RESUME = "latest"
+    finds it."""
+    try:
+        return nb.find_resume_checkpoint("latest", Path(run_folder) / "checkpoints")[0]
+    except FileNotFoundError as error:
+        raise SystemExit(f"{run_folder} holds no checkpoint: run docs/short_run.sh first") from error
 
 
 def training_cell(cells):
