@@ -90,7 +90,7 @@ def main():
             last_new = time.monotonic()
             settings, progress = checkpoint["config"], checkpoint["progress"]
             epoch = progress["epoch"]
-            if progress["batch"]:  # a stop's checkpoint, mid-epoch
+            if progress["image"]:  # a stop's checkpoint, mid-epoch
                 continue
             epoch_ends.append([epoch, progress["step"], written])
             replace_with(out / "progress.json", json.dumps({"epoch_ends": epoch_ends, "losses": progress["losses"],

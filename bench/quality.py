@@ -284,21 +284,22 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_b
         for group in optimizer.param_groups:
             group["betas"] = adam_betas
     state = nb.TrainingState(model, ema_model, optimizer)
-    shift = nb.snr_shift(config.noise_schedule, config.image_size, nb.data_resolution(config.dataset))
+    shift = nb.snr_shift(config.noise_schedule, config.image_size, config.dataset)
     schedule = nb.make_schedule(config.noise_schedule, config.timesteps, config.beta_start, config.beta_end, shift)
     device_schedule = schedule.to(device)
-    num_batches = nb.batches_per_epoch(len(images), config.batch_size, config.grad_accum_steps)
+    per_update = config.batch_size * config.grad_accum_steps
+    limit = nb.epoch_images(len(images), config.batch_size, config.grad_accum_steps)
     progress, pending, update, epoch = nb.new_progress(), [], 0, 0
     model.train()
     while update < updates:
         order, flips = nb.epoch_order(len(images), config.seed, epoch)
         order, flips = order.to(images.device), flips.to(images.device)
-        for first_batch in range(0, num_batches, config.grad_accum_steps):
+        for first_image in range(0, limit - per_update + 1, per_update):
             if update == updates:
                 break
             for group in optimizer.param_groups:  # as the notebook's train() sets it, over this run's updates
                 group["lr"] = nb.get_lr(update, config.learning_rate, config.warmup_steps, updates, config.cosine_lr)
-            progress.update(epoch=epoch, batch=first_batch, step=update)
+            progress.update(epoch=epoch, image=first_image, step=update)
             pending.append(nb.train_update(state, images, order, flips, device_schedule, config, device, progress))
             for track_model, decay in tracks.values():
                 nb.update_ema(track_model, model, decay(update))

@@ -48,7 +48,7 @@ nb = load_definitions("readme_figures")  # its own module: beside the tests' cop
 def forward_process_figure(images, path, timesteps=(0, 100, 200, 300, 400, 500, 700, 999), seed=0):
     """One row per image and schedule: x_t at each of `timesteps` (code indices), the same noise for both."""
     x_0 = nb.prepare_batch(images, torch.arange(len(images)), None, 64, "cpu")  # (B, 3, 64, 64) in [-1, 1]
-    shift = nb.snr_shift("linear+shift", 64, nb.data_resolution("cifar10"))
+    shift = nb.snr_shift("linear+shift", 64, "cifar10")
     schedules = {"linear": nb.make_schedule("linear", 1000, 1e-4, 0.02),
                  "linear+shift": nb.make_schedule("linear+shift", 1000, 1e-4, 0.02, shift)}
     noise = torch.randn((len(images), 3, 64, 64), generator=torch.Generator().manual_seed(seed))
@@ -176,7 +176,8 @@ def training_start(executed_path):
     """When the training cell of a papermill run started (papermill's record), in seconds since the epoch."""
     cell = training_cell(json.loads(Path(executed_path).read_text())["cells"])
     start = datetime.datetime.fromisoformat(cell["metadata"]["papermill"]["start_time"])
-    return (start if start.tzinfo else start.replace(tzinfo=datetime.UTC)).timestamp()  # papermill < 2.5: naive UTC
+    utc = datetime.timezone.utc  # datetime.UTC is Python 3.11's; the notebook allows 3.10
+    return (start if start.tzinfo else start.replace(tzinfo=utc)).timestamp()  # papermill < 2.5: naive UTC
 
 
 def epoch_spans(start, epoch_ends):

@@ -70,8 +70,8 @@ def stop_and_resume(nb, tmp, device):
     train_on(nb, config, device, nb.new_run_dir(config.checkpoint_dir))
     config = dataclasses.replace(config, epochs=2, resume="latest")
     path, checkpoint = nb.find_resume_checkpoint(config.resume, config.checkpoint_dir)
-    state, _ = new_run(nb, config, device)
-    progress = nb.restore_checkpoint(checkpoint, path, state, config)
+    state, schedule = new_run(nb, config, device)
+    progress = nb.restore_checkpoint(checkpoint, path, state, config, schedule)
     run_dir = nb.new_run_dir(config.checkpoint_dir, resumed_from=path)  # as the notebook's build cell does
     resumed, progress = train_on(nb, config, device, run_dir, progress, state)
     return straight.model.state_dict(), resumed.model.state_dict(), progress

@@ -75,12 +75,12 @@ def test_resume_in_a_fresh_process_is_bitwise_identical(nb, tmp_path, monkeypatc
         interrupt_at_update(nb, monkeypatch, 4)
         with pytest.raises(KeyboardInterrupt):
             train(nb, config, tiny_images(), tiny_run(nb, config), run_dir)
-        assert nb.load_checkpoint(run_dir / "step_00000003.pt")["progress"]["batch"] == 0  # at the epoch's end
+        assert nb.load_checkpoint(run_dir / "step_00000003.pt")["progress"]["image"] == 0  # at the epoch's end
     else:
         interrupt_at_update(nb, monkeypatch, 5)  # epoch 2, its second update
         with pytest.raises(KeyboardInterrupt):
             train(nb, config, tiny_images(), tiny_run(nb, config), run_dir)
-        assert nb.load_checkpoint(run_dir / "step_00000004.pt")["progress"]["batch"] == 1  # mid-epoch
+        assert nb.load_checkpoint(run_dir / "step_00000004.pt")["progress"]["image"] == 4  # mid-epoch: one batch of 4
     out = tmp_path / "resumed.pt"
     script = RESUME_IN_A_NEW_PROCESS.format(tests=str(TESTS), tmp=str(tmp_path), out=str(out))
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
@@ -460,7 +460,7 @@ def test_resume_mid_epoch_is_exact_with_accumulation_dropout_and_v_prediction(nb
     monkeypatch.undo()
     path = max((tmp_path / "stopped").glob("step_*.pt"))  # the one the stop saved
     checkpoint = nb.load_checkpoint(path)
-    assert checkpoint["progress"]["epoch"] == 1 and checkpoint["progress"]["batch"] > 0  # mid-epoch
+    assert checkpoint["progress"]["epoch"] == 1 and checkpoint["progress"]["image"] > 0  # mid-epoch
     resumed = restore(nb, checkpoint, path, tiny_run(nb, config), config)
     train(nb, config, tiny_images(), resumed, tmp_path / "resumed")
     assert tensors_equal(resumed.model.state_dict(), straight.model.state_dict())
@@ -489,7 +489,8 @@ def test_a_checkpoint_of_the_faster_recipe_samples_as_a_v_model(nb, tmp_path):
 def exported(nb, tmp_path, request):
     """A v-prediction run's checkpoint, its EMA weights (or raw weights, without EMA), and those weights exported by
     export_weights (section 7); one run is class-conditional, with its schedule shifted for upscaled data."""
-    settings = {"ema": {}, "no-ema": dict(EMA_DECAY=None), "class-conditional-shifted": dict(CLASS_CONDITIONAL=True)}
+    settings = {"ema": {}, "no-ema": dict(EMA_DECAY=None), "class-conditional-shifted": dict(CLASS_CONDITIONAL=True,
+                                                                                    NOISE_SCHEDULE="linear+shift")}
     config = tiny_config(nb, tmp_path, EPOCHS=1, RECIPE="faster", **settings[request.param])
     shift = 4.0 if config.class_conditional else 1.0
     run = tiny_run(nb, config, num_classes=3 if config.class_conditional else None, shift=shift)
@@ -525,4 +526,4 @@ def test_exported_weights_cannot_resume_training_and_say_so(nb, exported):
     config, _, _, path = exported
     run = tiny_run(nb, config, num_classes=3 if config.class_conditional else None)
     with pytest.raises(nb.ConfigError, match="exported weights only .* cannot resume training"):
-        nb.restore_checkpoint(nb.load_checkpoint(path), path, run.state, config, ["a", "b", "c"])
+        nb.restore_checkpoint(nb.load_checkpoint(path), path, run.state, config, run.schedule, ["a", "b", "c"])

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fake_cifar import CLASSES, write_fake_cifar10
+from tiny import tiny_config
 
 
 @pytest.fixture
@@ -67,11 +68,11 @@ def test_batches_are_upscaled_flipped_and_in_minus_one_to_one(nb):
 
 
 def test_a_training_batch_flips_each_image_as_its_epoch_says(nb):
-    """What the notebook shows "as the model sees it" is what training gets: batch b holds the images at
-    order[b*B : (b+1)*B], each flipped by its own entry of flips (indexed by image, not by position)."""
+    """What the notebook shows "as the model sees it" is what training gets: the batch from position s holds the
+    images at order[s : s + B], each flipped by its own entry of flips (indexed by image, not by position)."""
     images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
     order, flips = nb.epoch_order(40, 0, 3)
-    x, indices = nb.training_batch(images, order, flips, 2, 16, 8, "cpu")
+    x, indices = nb.training_batch(images, order, flips, 32, 16, 8, "cpu")
     assert torch.equal(indices, order[32:40]) and x.shape == (8, 3, 8, 8)
     for position, index in enumerate(indices):
         image = images[index].float() / 127.5 - 1
@@ -108,9 +109,14 @@ def test_no_flips_given_means_none_flipped(nb):
     assert torch.equal(nb.prepare_batch(images, indices, None, 32, "cpu"),
                        nb.prepare_batch(images, indices, torch.zeros(3, dtype=torch.bool), 32, "cpu"))
 
-def test_an_epoch_trains_whole_updates_only(nb):
-    assert nb.batches_per_epoch(1000, 64, 1) == 15
-    assert nb.batches_per_epoch(1000, 64, 4) == 12
-    assert nb.batches_per_epoch(1000, 64, 2, max_batches=5) == 4
+def test_an_epoch_trains_whole_updates_only(nb, tmp_path):
+    def updates_per_epoch(batch_size, accumulation, max_batches=None):
+        config = tiny_config(nb, tmp_path, EPOCHS=1, BATCH_SIZE=batch_size, GRAD_ACCUM_STEPS=accumulation,
+                             MAX_BATCHES_PER_EPOCH=max_batches)
+        return nb.updates_to_go(nb.new_progress(), 1000, config)
+
+    assert updates_per_epoch(64, 1) == 15  # 1000 // 64
+    assert updates_per_epoch(64, 4) == 3  # 1000 // 256
+    assert updates_per_epoch(64, 2, max_batches=5) == 2  # 5 batches' worth: 2 updates of 2
     with pytest.raises(nb.ConfigError, match="BATCH_SIZE .* GRAD_ACCUM_STEPS"):
-        nb.batches_per_epoch(100, 64, 2)
+        nb.epoch_images(100, 64, 2)

@@ -191,7 +191,7 @@ def test_the_shifted_schedule_gives_upscaled_images_the_noise_levels_of_their_ow
     the content keeps 95% of its power); with the published schedule it has about 4 times that."""
     x_32 = real_images[0][:256].float() / 127.5 - 1
     x_64 = nb.resize(x_32, 64)
-    shift = nb.snr_shift("linear+shift", 64, nb.data_resolution("cifar10"))
+    shift = nb.snr_shift("linear+shift", 64, "cifar10")
     published = nb.make_schedule("linear", 1000, 1e-4, 0.02)
     shifted = nb.make_schedule("linear+shift", 1000, 1e-4, 0.02, shift)
     for t in [*range(0, 1000, 37), 999]:
@@ -202,19 +202,21 @@ def test_the_shifted_schedule_gives_upscaled_images_the_noise_levels_of_their_ow
 
 def test_the_shift_divides_the_snr_by_the_square_of_the_upscale(nb):
     for name in ("linear", "cosine"):
-        published, shifted = (nb.make_schedule(name + suffix, 1000, 1e-4, 0.02, 4.0) for suffix in ("", "+shift"))
+        published, shifted = nb.make_schedule(name, 1000, 1e-4, 0.02), nb.make_schedule(name + "+shift", 1000, 1e-4,
+                                                                                         0.02, 4.0)
         snr = [s.alphas_cumprod.double() / (1 - s.alphas_cumprod.double()) for s in (published, shifted)]
         torch.testing.assert_close(snr[1], snr[0] / 4, rtol=2e-3, atol=0)  # float32 alpha-bar near 1 at t = 0
-        assert shifted.snr_shift == 4.0 and published.snr_shift == 1.0  # "linear" ignores the shift it is given
+        assert shifted.snr_shift == 4.0 and published.snr_shift == 1.0
         assert ((shifted.betas > 0) & (shifted.betas < 1)).all() and (shifted.alphas_cumprod.diff() < 0).all()
 
 
-def test_the_shift_follows_from_the_training_and_the_data_resolution(nb):
+def test_the_shift_follows_from_the_training_and_the_data_resolution(nb, monkeypatch):
+    monkeypatch.setattr(nb, "data_resolution", lambda dataset: dataset)  # a "dataset" here is its resolution
     assert nb.snr_shift("linear+shift", 64, 32) == 4
     assert nb.snr_shift("cosine+shift", 96, 32) == 9
     assert nb.snr_shift("linear+shift", 32, 32) == 1  # not upscaled
     assert nb.snr_shift("linear+shift", 64, 256) == 1  # downscaled: the detail at 64 is the data's own
-    assert nb.snr_shift("linear", 64, 32) == 1  # as published
+    assert nb.snr_shift("linear", 64, "no/such/folder") == 1  # as published: the data is not even looked at
 
 
 def test_an_image_folder_s_resolution_is_the_median_short_side_of_its_images(nb, tmp_path):

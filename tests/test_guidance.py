@@ -113,7 +113,7 @@ def test_a_conditional_checkpoint_in_an_unconditional_config_is_a_clear_error(nb
     unconditional = dataclasses.replace(config, class_conditional=False)
     run = tiny_run(nb, unconditional)
     with pytest.raises(nb.ConfigError, match="CLASS_CONDITIONAL: checkpoint True, parameters False"):
-        nb.restore_checkpoint(checkpoint, path, run.state, unconditional)
+        nb.restore_checkpoint(checkpoint, path, run.state, unconditional, run.schedule)
 
 
 def test_an_unconditional_checkpoint_in_a_conditional_config_is_a_clear_error(nb, tmp_path):
@@ -123,14 +123,14 @@ def test_an_unconditional_checkpoint_in_a_conditional_config_is_a_clear_error(nb
     conditional_config = dataclasses.replace(config, class_conditional=True)
     run = tiny_run(nb, conditional_config, num_classes=3)
     with pytest.raises(nb.ConfigError, match="CLASS_CONDITIONAL: checkpoint False, parameters True"):
-        nb.restore_checkpoint(checkpoint, path, run.state, conditional_config, ["a", "b", "c"])
+        nb.restore_checkpoint(checkpoint, path, run.state, conditional_config, run.schedule, ["a", "b", "c"])
 
 
 def test_other_class_names_are_a_clear_error(nb, tmp_path):
     config, path, checkpoint = conditional_checkpoint(nb, tmp_path)
     run = tiny_run(nb, config, num_classes=3)
     with pytest.raises(nb.ConfigError, match=r"trained on the classes \['a', 'b', 'c'\], but DATASET has"):
-        nb.restore_checkpoint(checkpoint, path, run.state, config, ["cat", "dog", "frog"])
+        nb.restore_checkpoint(checkpoint, path, run.state, config, run.schedule, ["cat", "dog", "frog"])
 
 
 @pytest.fixture(scope="module")

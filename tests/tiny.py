@@ -63,5 +63,5 @@ def train(nb, config, images, run, run_dir, labels=None, class_names=None):
 
 def restore(nb, checkpoint, path, run, config):
     """The notebook's resume cell: load `checkpoint` into `run` and make its progress the run's."""
-    run.progress = nb.restore_checkpoint(checkpoint, path, run.state, config, snr_shift=run.schedule.snr_shift)
+    run.progress = nb.restore_checkpoint(checkpoint, path, run.state, config, run.schedule)
     return run
