@@ -254,10 +254,10 @@ def result_figures(out, docs, count=64, seed=0):
     print("seconds per epoch, checkpoint to checkpoint (an FID evaluation shares the GPU every few):", ", ".join(
         f"{first}: {seconds:.1f}" if first == last else f"{first}-{last}: {seconds:.1f} each"
         for first, last, seconds in spans))
-    print("| epoch | images seen | samples | FID | KID | sampling (s) | features (s) |\n" + "| --- " * 7 + "|")
+    print("| epoch | images seen | samples | FID | KID | seconds to sample and score |\n" + "| --- " * 6 + "|")
     for row in rows:
         print(f"| {row['epoch']} | {row['images_seen']:,} | {row['samples']:,} | {row['fid']:.2f} | {row['kid']:.4f} "
-              f"± {row['kid_std']:.4f} | {row['sample_seconds']} | {row['feature_seconds']} |")
+              f"± {row['kid_std']:.4f} | {row['seconds']} |")
     return [samples_path, progress_path, curves_path], caption
 
 

@@ -187,6 +187,18 @@ def test_without_torchmetrics_the_error_says_what_to_install(nb, monkeypatch):
         nb.load_inception()
 
 
+def test_a_torchscript_inception_loads_without_torchmetrics_or_torch_fidelity(nb, monkeypatch, tmp_path):
+    """The device image has torchmetrics but not torch-fidelity; a user may have neither: default_1.pt needs none."""
+    for module in ("torchmetrics", "torchmetrics.image.fid", "torch_fidelity",
+                   "torch_fidelity.feature_extractor_inceptionv3"):
+        monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    path = tmp_path / "default_1.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 8, 3)), path)  # a TorchScript archive, as default_1.pt is
+    extractor = nb.load_inception(str(path))
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert isinstance(extractor, nb.TorchScriptInception) and extractor(images).shape == (2, 8)
+
+
 def test_without_the_weights_the_error_says_what_to_fetch(nb, monkeypatch):
     import torch_fidelity.feature_extractor_inceptionv3 as inception
 
