@@ -209,7 +209,8 @@ def result_figures(out, docs, count=64, seed=0):
     summary = run_summary(out / "executed.ipynb", weights, (written - start) / 60)  # a call cut short has no duration
     (final,) = [row for row in rows if row["epoch"] == exported["progress"]["epoch"]]  # the weights' own FID
     caption = (f"{summary}; FID {final['fid']:.1f} ({final['samples']:,} samples, {final['sampler']} "
-               f"{final['steps']} steps, against as many training images)")
+               f"{final['steps']} steps, against as many training images of CIFAR-10's JPEG copy, re-encoded at "
+               f"quality about 75, which scores differently from the PNG originals)")
 
     model, schedule, size, _, prediction = nb.load_model(weights, torch.device("cpu"))
     predictor = nb.NoisePredictor(model, schedule, prediction)

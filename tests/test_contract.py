@@ -102,7 +102,7 @@ def test_the_parameters_come_right_after_the_setup_cells():
     all_cells = cells()
     before = all_cells[: all_cells.index(cells("parameters")[0])]
     open_code = [source(cell).split("\n")[0] for cell in before if cell["cell_type"] == "code" and not hidden(cell)]
-    assert len(open_code) == 3, open_code  # the version check, the imports, the device
+    assert len(open_code) == 4, open_code  # the version check and its call, the imports, the device
     first = ast.parse(source(cells("parameters")[0])).body[:7]
     assert {statement.targets[0].id for statement in first} == {"IMAGE_SIZE", "BATCH_SIZE", "LEARNING_RATE",
                                                                 "TIMESTEPS", "EPOCHS", "BETA_START", "BETA_END"}

@@ -183,7 +183,8 @@ def test_the_readme_figures_of_a_gpu_run_are_drawn_from_what_its_scripts_bring_b
     paths, caption = figures.result_figures(out, tmp_path, count=4)
     assert re.fullmatch(r"2 epochs \(6 updates of 8 images\) of a 1\.5M-parameter U-Net \(BASE_CHANNELS = 16, "
                         r"RECIPE = 'paper'\) at 32x32 on cpu \(\d+ CPU threads\) in \d+ min; FID [\d.]+ \(4 samples, "
-                        r"dpm\+\+ 10 steps, against as many training images\)", caption), caption
+                        r"dpm\+\+ 10 steps, against as many training images of CIFAR-10's JPEG copy, re-encoded at "
+                        r"quality about 75, which scores differently from the PNG originals\)", caption), caption
     assert [path.name for path in paths] == ["result-samples.jpg", "result-progress.jpg", "result-curves.png"]
     assert PIL.Image.open(paths[0]).size == (2 * 34 + 2,) * 2  # 2x2 samples of 32 pixels, 2 between and around
     (run,) = (folder / "samples").iterdir()
