@@ -17,10 +17,10 @@ from stand_ins import random_inception_weights
 from tiny import SMALL
 
 
-def run_notebook(folder, ipython_dir=None, environment=None, **parameters):
-    """Execute the notebook in `folder` and return the executed notebook as a dict. Its kernel runs this test's own
-    interpreter, with an IPython profile of its own (`ipython_dir`, else an empty one) and `environment` added, so
-    that no kernel or startup file of the user's can change the run."""
+def run_notebook(folder, ipython_dir=None, environment=None, notebook=NOTEBOOK, **parameters):
+    """Execute the notebook (or a changed copy of it at `notebook`) in `folder` and return the executed notebook as a
+    dict. Its kernel runs this test's own interpreter, with an IPython profile of its own (`ipython_dir`, else an
+    empty one) and `environment` added, so that no kernel or startup file of the user's can change the run."""
     output, jupyter = folder / "executed.ipynb", folder / ".jupyter"
     (jupyter / "kernels" / "notebook-tests").mkdir(parents=True, exist_ok=True)
     (jupyter / "kernels" / "notebook-tests" / "kernel.json").write_text(json.dumps(
@@ -30,7 +30,7 @@ def run_notebook(folder, ipython_dir=None, environment=None, **parameters):
         for name, value in dict(JUPYTER_PATH=str(jupyter), IPYTHONDIR=str(ipython_dir or folder / ".ipython"),
                                 **(environment or {})).items():
             patch.setenv(name, value)
-        papermill.execute_notebook(str(NOTEBOOK), str(output), parameters=parameters, cwd=str(folder),
+        papermill.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(folder),
                                    kernel_name="notebook-tests", progress_bar=False)
     return json.loads(output.read_text())
 
@@ -140,6 +140,22 @@ def test_evaluation_gives_fid_and_kid_and_caches_the_real_features(folder_run):
                      r"at 32x32", text), text[-2000:]
     assert re.search(r"computed, cached in data/fid_cache/NoTrainInceptionV3-[0-9a-f]{8}_4x32px_", text)
     assert len(list((folder / "data" / "fid_cache").iterdir())) == 1
+
+
+def test_a_trained_file_samples_without_training(folder_run, real_train, tmp_path):
+    """README, "Checkpoints and resuming": EPOCHS = 0 and section 7's checkpoint_path set to a file, then run all."""
+    (weights,) = (folder_run[0] / "checkpoints").glob("*/weights_float16.pt")
+    notebook = json.loads(NOTEBOOK.read_text())
+    (cell,) = [cell for cell in notebook["cells"] if "".join(cell["source"]).startswith("checkpoint_path = None")]
+    cell["source"] = "".join(cell["source"]).replace("checkpoint_path = None", f"checkpoint_path = {str(weights)!r}")
+    (tmp_path / "sampling.ipynb").write_text(json.dumps(notebook))
+    executed = run_notebook(tmp_path, notebook=tmp_path / "sampling.ipynb", DATASET=str(real_train),
+                            **dict(SMALL, EPOCHS=0, EVAL_IMAGES=0))
+    assert_ran_cleanly(executed)
+    text = printed(executed)
+    assert "Trained 0 of 0 epochs (0 updates)" in text and f"from {weights} (" in text  # section 7's export
+    (run_dir,) = (tmp_path / "samples").iterdir()
+    assert len(list(run_dir.glob("generated_*.png"))) == 3 and not list(run_dir.glob("epoch_*.png"))
 
 
 def test_the_memorisation_check_finds_the_nearest_training_images(folder_run):
