@@ -200,10 +200,32 @@ class Score:
         self.test_images, _ = folder_images(Path(data) / "test", cache)
         self.reference = features(self.scorer, self.test_images)
 
-    def __call__(self, images):
+    def __call__(self, images, reference=None):
+        """FD and KID of uint8 images against the held-out test images (or `reference`, uint8 images), and their
+        colours as ratios to the reference's (colour_ratios)."""
+        reference_features = self.reference if reference is None else features(self.scorer, reference)
         generated = features(self.scorer, images)
-        kid_mean, kid_std = kid(generated, self.reference)
-        return {"fd": frechet_distance(generated, self.reference), "kid_x1000": kid_mean, "kid_x1000_std": kid_std}
+        kid_mean, kid_std = kid(generated, reference_features)
+        return {"fd": frechet_distance(generated, reference_features), "kid_x1000": kid_mean,
+                "kid_x1000_std": kid_std, **colour_ratios(images, self.test_images if reference is None else reference)}
+
+
+def colour_stats(images):
+    """What FD and KID can forgive, of uint8 images (B, 3, H, W): mean brightness and contrast (each image's pixel
+    standard deviation) on 0-255, saturation (the mean over pixels of (max - min) / max of the three channels, 0 for
+    black) and neighbour difference (the mean absolute difference of adjacent pixels, across plus down)."""
+    x = images.float()
+    top, bottom = x.max(dim=1).values, x.min(dim=1).values
+    return {"brightness": x.mean().item(), "contrast": x.flatten(1).std(dim=1).mean().item(),
+            "saturation": ((top - bottom) / top.clamp(min=1)).mean().item(),
+            "neighbour_difference": ((x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+                                     + (x[..., 1:] - x[..., :-1]).abs().mean()).item()}
+
+
+def colour_ratios(images, reference):
+    """colour_stats of `images` divided by those of `reference` (1: the same; saturation 2: twice as colourful)."""
+    mine, theirs = colour_stats(images), colour_stats(reference)
+    return {f"{name}_ratio": mine[name] / theirs[name] for name in mine}
 
 
 def to_uint8(x):
@@ -221,18 +243,22 @@ def check_scorer(score, count):
     split = torch.randperm(len(score.test_images), generator=generator)
     first, second = score.test_images[split[:half]], score.test_images[split[half:]]
     rows = {}
-    reference = features(score.scorer, second)
     for name, images in [
         ("real (other half of the test set)", first[:count]),
         ("real, blurred (Gaussian, sigma 1 px)", blur(first[:count], 1.0)),
         ("real, blurred (Gaussian, sigma 2 px)", blur(first[:count], 2.0)),
         ("uniform noise", torch.randint(0, 256, first[:count].shape, dtype=torch.uint8, generator=generator)),
     ]:
-        generated = features(score.scorer, images)
-        kid_mean, kid_std = kid(generated, reference)
-        rows[name] = {"fd": frechet_distance(generated, reference), "kid_x1000": kid_mean, "kid_x1000_std": kid_std}
-        print(f"  {name:40s} FD {rows[name]['fd']:9.3f}   KID x1000 {kid_mean:8.3f} +- {kid_std:.3f}", flush=True)
+        rows[name] = score(images, reference=second)
+        print(f"  {name:40s} {describe(rows[name])}", flush=True)
     return rows
+
+
+def describe(result):
+    """One line of a row's scores and colour ratios."""
+    return (f"FD {result['fd']:.3f} | KID x1000 {result['kid_x1000']:.3f} +- {result['kid_x1000_std']:.3f} | "
+            f"brightness {result['brightness_ratio']:.2f} contrast {result['contrast_ratio']:.2f} saturation "
+            f"{result['saturation_ratio']:.2f} neighbour difference {result['neighbour_difference_ratio']:.2f}")
 
 
 def blur(images, sigma):
@@ -499,8 +525,7 @@ def main():
                "train_images": len(images), "device": str(device), **result,
                "train_min": train_seconds / 60, "sample_min": sample_seconds / 60,
                "final_loss": float(np.mean(losses[-100:])), "scorer": score.name, "command": command}
-        print(f"RESULT {row_name} | {sampler} | {weights_name} | FD {result['fd']:.3f} | "
-              f"KID x1000 {result['kid_x1000']:.3f} +- {result['kid_x1000_std']:.3f} | "
+        print(f"RESULT {row_name} | {sampler} | {weights_name} | {describe(result)} | "
               f"train {train_seconds / 60:.1f} min | sample {sample_seconds / 60:.1f} min", flush=True)
         if args.json:
             with open(args.json, "a") as file:

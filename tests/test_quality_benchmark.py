@@ -1,6 +1,7 @@
 """The quality benchmark runs end to end and its scorer behaves (a smoke run with tiny sizes; no timing or
 score is asserted beyond what any working run must give)."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -26,6 +27,14 @@ def image_folder(tmp_path_factory):
                 image = torch.nn.functional.interpolate(image[None].float(), size=32, mode="bilinear")[0]
                 PIL.Image.fromarray(image.round().byte().permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
     return root
+
+
+def load_quality():
+    """bench/quality.py as a module."""
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "bench" / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    return quality
 
 
 def run_quality(*args):
@@ -72,3 +81,23 @@ def test_scorer_check_ranks_real_images_first(image_folder, smoke_run, tmp_path)
     rows = json.loads(out.read_text())["check_scorer"]
     real = rows["real (other half of the test set)"]["fd"]
     assert real < rows["uniform noise"]["fd"]
+    real_colours = rows["real (other half of the test set)"]  # the ratios' noise floor: both halves are real
+    assert all(abs(real_colours[f"{name}_ratio"] - 1) < 0.25 for name in ("brightness", "contrast", "saturation"))
+    assert rows["uniform noise"]["neighbour_difference_ratio"] > 2 * real_colours["neighbour_difference_ratio"]
+
+
+def test_every_row_reports_its_colours_as_ratios_to_the_real_images(smoke_run):
+    for row in smoke_run[0]:
+        assert {"brightness_ratio", "contrast_ratio", "saturation_ratio", "neighbour_difference_ratio"} <= set(row)
+    assert "saturation" in smoke_run[1]  # and prints them
+
+
+def test_colour_stats_measure_what_they_say():
+    quality = load_quality()
+    grey, red = torch.full((1, 3, 4, 4), 128, dtype=torch.uint8), torch.zeros((1, 3, 4, 4), dtype=torch.uint8)
+    red[:, 0] = 200
+    stripes = torch.zeros((1, 3, 4, 4), dtype=torch.uint8)
+    stripes[..., ::2] = 255  # every other column white
+    assert quality.colour_stats(grey) == {"brightness": 128, "contrast": 0, "saturation": 0, "neighbour_difference": 0}
+    assert quality.colour_stats(red)["saturation"] == 1
+    assert quality.colour_stats(stripes)["neighbour_difference"] == 255  # across: 255 every step; down: 0
