@@ -2,7 +2,7 @@
 
     python bench/quality.py DATA                          # the notebook's default recipe, 1,200 updates of 64
     python bench/quality.py DATA --set LEARNING_RATE=1e-3 --set WARMUP_STEPS=0
-    python bench/quality.py DATA --samplers ddim:50,dpm:10,dpm:20   # one trained model, several samplers
+    python bench/quality.py DATA --samplers ddim:50,dpm++:20,ddim:50:1   # one trained model, several samplers
     python bench/quality.py DATA --peer lucidrains-ddpm    # lucidrains' model (pip install -r requirements-bench.txt)
     python bench/quality.py DATA --check-scorer            # real held-out < blurred < noise?
     python bench/quality.py DATA --quick                   # a smoke run with tiny sizes (CI)
@@ -339,14 +339,21 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_b
     return weights, schedule, progress["losses"]
 
 
-def notebook_sampler(model, schedule, config, sampler, steps, device="cpu"):
+def parse_sampler(entry):
+    """--samplers' NAME:STEPS[:ETA] -> (name, steps, eta): "ddim:50:1" is DDIM with eta = 1 (default 0)."""
+    name, steps, *eta = entry.split(":")
+    return name, int(steps), float(eta[0]) if eta else 0.0
+
+
+def notebook_sampler(model, schedule, config, entry, device="cpu"):
     """A function (count, generator) -> images in [-1, 1] from `model` (on `device`) with the notebook's sampler
-    named by SAMPLER's values ("ddpm", "ddim", "dpm++") and `steps`."""
+    that `entry` names (parse_sampler: SAMPLER's values "ddpm", "ddim", "dpm++", the steps, DDIM's eta)."""
     predictor, device = nb.NoisePredictor(model, schedule, config.prediction), torch.device(device)
+    sampler, steps, eta = parse_sampler(entry)
 
     def draw(count, generator):
         return nb.sample(predictor, (count, 3, config.image_size, config.image_size), device, schedule, sampler, steps,
-                         generator=generator)
+                         eta, generator=generator)
 
     return draw
 
@@ -437,7 +444,8 @@ def main():
     parser.add_argument("--updates", type=int, default=1200)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--samplers", default="ddim:50", help="comma-separated NAME:STEPS, e.g. ddim:50,dpm:20")
+    parser.add_argument("--samplers", default="ddim:50", help="comma-separated NAME:STEPS[:ETA], e.g. "
+                        "ddim:50,dpm++:20,ddim:50:1 (DDIM with eta 1)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a notebook parameter for this row, e.g. LEARNING_RATE=1e-3")
     parser.add_argument("--ema-tracks", default="", metavar="TRACKS",
@@ -472,7 +480,7 @@ def main():
         args.updates, args.batch, args.samples, args.scorer_epochs = 4, 8, 16, 1
         overrides = dict(dict(BASE_CHANNELS=16, CHANNEL_MULTS=(1, 2), TIMESTEPS=20, SAMPLING_STEPS=5,
                               WARMUP_STEPS=2), **overrides)
-        args.samplers = ",".join(f"{name}:{min(int(steps), 5)}" for name, steps in
+        args.samplers = ",".join(":".join([name, str(min(int(steps), 5)), *eta]) for name, steps, *eta in
                                  (s.split(":") for s in args.samplers.split(",")))
 
     if args.scorer_epochs is None:
@@ -503,12 +511,10 @@ def main():
                                                    adam_betas=adam_betas, device=device)
         samplers = {}
         for entry in args.samplers.split(","):
-            name, steps = entry.split(":")
-            samplers[entry, "ema"] = notebook_sampler(weights["ema"], schedule, config, name, int(steps), device)
+            samplers[entry, "ema"] = notebook_sampler(weights["ema"], schedule, config, entry, device)
         first = args.samplers.split(",")[0]
         for track in ema_tracks:  # with the first sampler only
-            name, steps = first.split(":")
-            samplers[first, track] = notebook_sampler(weights[track], schedule, config, name, int(steps), device)
+            samplers[first, track] = notebook_sampler(weights[track], schedule, config, first, device)
         levers = args.set + ([f"adam-betas={args.adam_betas}"] if args.adam_betas else []) + seed_label
         row_name = "notebook " + (" ".join(levers) or "defaults")
     train_seconds = time.perf_counter() - started

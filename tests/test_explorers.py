@@ -3,6 +3,7 @@ denoising GIF, and the live training panel."""
 
 import base64
 import re
+import time
 
 import numpy as np
 import PIL.Image
@@ -99,3 +100,17 @@ def test_training_shows_tqdms_bar_with_epoch_speed_time_to_go_and_loss(nb, tmp_p
     loss = float(bar.rsplit("loss=", 1)[1].rstrip("]"))
     assert loss == pytest.approx(np.mean(run.progress["losses"][-2:]), abs=1e-4)
     assert [line[:15] for line in captured.out.splitlines()] == ["epoch 1/2: loss", "epoch 2/2: loss"]  # above it
+
+
+def test_the_bars_time_to_go_leaves_out_the_first_update(nb, capsys):
+    """A session's first update holds torch.compile's ~40 s on CUDA: counted in, the time to go after the first epoch
+    would be several times too long. Here the first update takes 1 s and the next three none."""
+    panel = nb.LivePanel(10, nb.new_progress(), live=False)
+    time.sleep(1)
+    panel.bar.update()
+    panel.first_update_done()
+    panel.bar.update(3)
+    meter = panel.bar.format_dict
+    rate = (meter["n"] - meter["initial"]) / meter["elapsed"]
+    assert (meter["total"] - meter["n"]) / rate < 0.5  # counting the first: 6 / (4 / 1 s) = 1.5 s
+    panel.bar.close()
