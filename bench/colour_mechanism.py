@@ -68,8 +68,6 @@ def main():
         def forward(self, x_t, t):
             return oracle(x_t, t) if self.use_oracle(int(t[0])) else self.model(x_t, t)
 
-    mixed = Mixed
-
     print(f"eps model after {args.updates} updates, {args.schedule} schedule, T = {T}; 16 samples from one noise\n")
     print("| sampling | distance to the nearest image | neighbour difference |\n| --- | --- | --- |")
     row("the training images", images, images)
@@ -78,7 +76,7 @@ def main():
     row("DDIM 20, eta = 0", draw(model), images)
     row("DPM-Solver++ 20", draw(model, "dpm++"), images)
     for level in (0.9, 0.5, 0.1):
-        above, below = mixed(lambda t, level=level: t <= level * T), mixed(lambda t, level=level: t > level * T)
+        above, below = Mixed(lambda t, level=level: t <= level * T), Mixed(lambda t, level=level: t > level * T)
         row(f"DDIM 20, the model only above t = {level:g} T", draw(above), images)
         row(f"DDIM 20, the model only below t = {level:g} T", draw(below), images)
     # stochastic only where t lies above or below the level: DDIM's eta chosen step by step

@@ -33,7 +33,7 @@ class Recorder:
             if progress["step"] == self.stop_at:
                 raise KeyboardInterrupt
             self.updates.append(types.SimpleNamespace(epoch=progress["epoch"], image=progress["image"], indices=[],
-                                                      lr=state.optimizer.param_groups[0]["lr"], order=order.cpu()))
+                                                      lr=state.optimizer.param_groups[0]["lr"]))
             return real_update(state, images, order, flips, schedule, config, device, progress, labels)
 
         def training_batch(images, order, flips, start, batch_size, image_size, device):
@@ -81,8 +81,8 @@ def stop_and_resume(nb, tmp_path, monkeypatch, before, after, stop_at=3, device=
     assert saved["epoch"] == 0 and 0 < saved["image"] and saved["step"] == stop_at  # mid-epoch
     resumed_config = dataclasses.replace(config, **after)
     run = tiny_run(nb, resumed_config)
-    if device.type != "cpu":
-        run.model.to(device), run.ema is None or run.ema.to(device)
+    run.model.to(device)
+    run.ema.to(device)
     run.progress = nb.restore_checkpoint(checkpoint, path, run.state, resumed_config, run.schedule)
     before_updates = recorder.resume()
     train_on(nb, resumed_config, run, tmp_path / "resumed", device)
