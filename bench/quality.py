@@ -293,11 +293,13 @@ def ema_track_decay(track):
 
 
 def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_betas=None,
-                   device="cpu"):
+                   device="cpu", score_at=(), on_score_at=None):
     """`updates` optimizer updates with the notebook's train_update, the data order of its epochs, and its EMA.
     Returns (the weights to sample from, by name: "ema" and each of `ema_tracks`, schedule, losses); "raw" in
-    `ema_tracks` is the trained weights themselves. A lever screened here only: `adam_betas`, Adam's (beta1, beta2)
-    instead of the notebook's (0.9, 0.99). On `device`, with the images kept there as the notebook keeps them."""
+    `ema_tracks` is the trained weights themselves. After each update count in `score_at` (along the run, before its
+    end), calls on_score_at(update count, those weights, schedule, losses so far). A lever screened here only:
+    `adam_betas`, Adam's (beta1, beta2) instead of the notebook's (0.9, 0.99). On `device`, with the images kept
+    there as the notebook keeps them."""
     torch.manual_seed(config.seed)
     model = nb.UNet(config.base_channels, config.channel_mults, config.dropout, output_init=config.output_init)
     device = torch.device(device)
@@ -316,6 +318,11 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_b
     per_update = config.batch_size * config.grad_accum_steps
     limit = nb.epoch_images(len(images), config.batch_size, config.grad_accum_steps)
     progress, pending, update, epoch = nb.new_progress(), [], 0, 0
+
+    def weights():  # what to sample from, by name; "raw" is the trained model, in eval mode
+        return {"ema": ema_model if ema_model is not None else model,
+                **{track: model.eval() if track == "raw" else tracks[track][0] for track in ema_tracks}}
+
     model.train()
     while update < updates:
         order, flips = nb.epoch_order(len(images), config.seed, epoch)
@@ -330,13 +337,14 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_b
             for track_model, decay in tracks.values():
                 nb.update_ema(track_model, model, decay(update))
             update += 1
-            if update % log_every == 0 or update == updates:
+            if update % log_every == 0 or update == updates or update in score_at:
                 nb.record_losses(pending, progress)
                 print(f"  update {update}: loss {np.mean(progress['losses'][-log_every:]):.4f}", flush=True)
+            if update in score_at and update < updates:
+                on_score_at(update, weights(), schedule, progress["losses"])
+                model.train()
         epoch += 1
-    weights = {"ema": ema_model if ema_model is not None else model}
-    weights.update({track: model.eval() if track == "raw" else tracks[track][0] for track in ema_tracks})
-    return weights, schedule, progress["losses"]
+    return weights(), schedule, progress["losses"]
 
 
 def parse_sampler(entry):
@@ -448,6 +456,9 @@ def main():
                         "ddim:50,dpm++:20,ddim:50:1 (DDIM with eta 1)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a notebook parameter for this row, e.g. LEARNING_RATE=1e-3")
+    parser.add_argument("--score-at", default="", metavar="UPDATES",
+                        help="also sample and score at these update counts along the run, comma-separated, e.g. "
+                             "200,400 (each its own rows, with 'updates' the count)")
     parser.add_argument("--ema-tracks", default="", metavar="TRACKS",
                         help="also sample, with the first sampler, from these weights of the same run: raw (no "
                              "EMA) or power:G (Karras et al.'s power-function EMA), comma-separated")
@@ -497,6 +508,8 @@ def main():
     images, _ = folder_images(Path(args.data) / "train", args.cache)
     command = "python bench/quality.py " + " ".join(sys.argv[1:])
     seed_label = [f"seed={args.seed}"] if args.seed else []  # in the row's name, where it is not the default 0
+    row = {"batch": args.batch, "seed": args.seed, "samples": args.samples, "data": args.data,
+           "train_images": len(images), "device": str(device), "scorer": score.name, "command": command}
     started = time.perf_counter()
     if args.peer:
         model, losses = train_lucidrains(images, args.peer, args.updates, args.batch, args.seed,
@@ -507,36 +520,48 @@ def main():
         config = notebook_config(args.data, args.batch, overrides)
         ema_tracks = [track for track in args.ema_tracks.split(",") if track]
         adam_betas = tuple(float(b) for b in args.adam_betas.split(",")) if args.adam_betas else None
-        weights, schedule, losses = train_notebook(images, config, args.updates, ema_tracks=ema_tracks,
-                                                   adam_betas=adam_betas, device=device)
-        samplers = {}
-        for entry in args.samplers.split(","):
-            samplers[entry, "ema"] = notebook_sampler(weights["ema"], schedule, config, entry, device)
-        first = args.samplers.split(",")[0]
-        for track in ema_tracks:  # with the first sampler only
-            samplers[first, track] = notebook_sampler(weights[track], schedule, config, first, device)
         levers = args.set + ([f"adam-betas={args.adam_betas}"] if args.adam_betas else []) + seed_label
         row_name = "notebook " + (" ".join(levers) or "defaults")
+
+        def notebook_samplers(weights, schedule):  # each sampler with the EMA, the first with each extra track
+            first = args.samplers.split(",")[0]
+            return {**{(entry, "ema"): notebook_sampler(weights["ema"], schedule, config, entry, device)
+                       for entry in args.samplers.split(",")},
+                    **{(first, track): notebook_sampler(weights[track], schedule, config, first, device)
+                       for track in ema_tracks}}
+
+        def score_along(update, weights, schedule, losses):
+            score_samplers(notebook_samplers(weights, schedule), score, dict(row, row=row_name, updates=update),
+                           losses, time.perf_counter() - started, args)
+
+        score_at = {int(count) for count in args.score_at.split(",") if count}
+        weights, schedule, losses = train_notebook(images, config, args.updates, ema_tracks=ema_tracks,
+                                                   adam_betas=adam_betas, device=device, score_at=score_at,
+                                                   on_score_at=score_along)
+        samplers = notebook_samplers(weights, schedule)
     train_seconds = time.perf_counter() - started
     print(f"trained {args.updates} updates in {train_seconds / 60:.1f} min; "
           f"mean loss of the last 100 {np.mean(losses[-100:]):.4f}")
+    score_samplers(samplers, score, dict(row, row=row_name, updates=args.updates), losses, train_seconds, args)
 
+
+def score_samplers(samplers, score, row, losses, train_seconds, args):
+    """Draw args.samples images with each of `samplers` ({(sampler, weights' name): draw}), score them, print each
+    result and append it as a row to args.json. `train_seconds`: the training time so far, sampling along the run
+    included."""
     for (sampler, weights_name), draw in samplers.items():
         started = time.perf_counter()
         generated = generate_all(draw, args.samples, 100, seed=12345)
         sample_seconds = time.perf_counter() - started
         result = score(generated)
-        row = {"row": row_name, "sampler": sampler, "weights": weights_name, "updates": args.updates,
-               "batch": args.batch, "seed": args.seed, "samples": args.samples, "data": args.data,
-               "train_images": len(images), "device": str(device), **result,
-               "train_min": train_seconds / 60, "sample_min": sample_seconds / 60,
-               "final_loss": float(np.mean(losses[-100:])), "scorer": score.name, "command": command}
-        print(f"RESULT {row_name} | {sampler} | {weights_name} | {describe(result)} | "
+        result_row = {**row, "sampler": sampler, "weights": weights_name, **result, "train_min": train_seconds / 60,
+                      "sample_min": sample_seconds / 60, "final_loss": float(np.mean(losses[-100:]))}
+        print(f"RESULT {row['row']} | {sampler} | {weights_name} | {row['updates']} updates | {describe(result)} | "
               f"train {train_seconds / 60:.1f} min | sample {sample_seconds / 60:.1f} min", flush=True)
         if args.json:
             with open(args.json, "a") as file:
-                file.write(json.dumps(row) + "\n")
-        tag = hashlib.sha256((command + sampler + weights_name).encode()).hexdigest()[:8]
+                file.write(json.dumps(result_row) + "\n")
+        tag = hashlib.sha256((row["command"] + sampler + weights_name + str(row["updates"])).encode()).hexdigest()[:8]
         save_image(generated[:64].float() / 255, Path(args.cache) / f"samples-{tag}.png", nrow=8)
         print(f"  64 of the samples: {Path(args.cache) / f'samples-{tag}.png'}")
 

@@ -2,7 +2,7 @@
 
     python docs/make_figures.py forward [TRAIN_FOLDER]   # default: ../shared/data/cifar10-jpg/train, as the tests
     python docs/make_figures.py denoising RUN_FOLDER      # a run of docs/short_run.sh (or any papermill run)
-    python docs/make_figures.py panel [SCREENSHOT]        # default: the browser test's test-artifacts/browser/
+    python docs/make_figures.py panel RUN_FOLDER          # a run of docs/panel_run.sh (or any papermill run)
     python docs/make_figures.py result OUT_FOLDER         # what bench/default_run.sh run brought back from a GPU
 
 docs/forward-process.jpg: real CIFAR-10 training images, upscaled to 64x64 as the notebook trains on them, noised by
@@ -14,8 +14,8 @@ checkpoint, read with the notebook's load_model, for a few samples; its title na
 training time, read from the executed notebook that papermill wrote into RUN_FOLDER. It also exports those weights
 in float16 (export_weights) to RUN_FOLDER/weights_float16.pt and prints how far their samples are from float32's.
 
-docs/training-panel.png: the browser test's screenshot of the training cell (tqdm's bar, the live panel), which
-`pytest tests/test_browser.py` writes after running the notebook in JupyterLab with its small parameters.
+docs/training-panel.png: the training cell's live panel as the run left it (tqdm's bar line, the last epochs, the loss
+plots and the latest grid), rendered by chromium from the panel's own HTML in the executed notebook.
 
 docs/result-samples.jpg, docs/result-progress.jpg, docs/result-curves.png: a run at length (bench/default_run.sh on a
 GPU). 64 samples of its float16 EMA weights (OUT/weights_float16.pt) drawn here with the run's sampler; the EMA half
@@ -24,6 +24,7 @@ per epoch. It prints the README's caption, each epoch's seconds and the FID rows
 """
 
 import datetime
+import html
 import io
 import json
 import re
@@ -146,11 +147,29 @@ def float16_check(checkpoint_path, path, count=16, steps=20, seed=0):
     return path.stat().st_size / 2**20, Path(checkpoint_path).stat().st_size / 2**20, (draws[0] - draws[1]).abs().max()
 
 
-def panel_figure(screenshot, path, width=900):
-    """The browser test's screenshot of the training cell, scaled to `width` pixels, as a small palette PNG."""
-    if not Path(screenshot).exists():
-        raise SystemExit(f"no {screenshot}: run `pytest tests/test_browser.py` first (it needs chromium)")
+def panel_figure(run_folder, path, width=900):
+    """The live panel of the training cell of RUN_FOLDER/executed.ipynb, as the run left it, rendered by the browser
+    the tests use (its HTML is the panel's own; tqdm's widget is drawn as the bar's text line, which the panel keeps
+    for terminals), scaled to `width` pixels, as a small palette PNG."""
+    executed = Path(run_folder) / "executed.ipynb"
+    if not executed.exists():
+        raise SystemExit(f"no {executed}: run docs/panel_run.sh (or the notebook through papermill) first")
+    outputs = training_cell(json.loads(executed.read_text())["cells"])["outputs"]
+    (panel,) = [out["data"] for out in outputs if "text/html" in out.get("data", {})]
+    bar_line = "".join(panel["text/plain"]).split("\n")[0]
+    from playwright.sync_api import sync_playwright  # requirements-dev.txt; chromium as tests/test_browser.py finds it
+
+    from test_browser import CHROMIUM, CHROMIUM_FLAGS
+    screenshot = Path(path).with_suffix(".full.png")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 400})
+        page.set_content(f'<body style="margin:8px; font-size:13px"><pre style="margin:2px 0">{html.escape(bar_line)}'
+                         f'</pre>{"".join(panel["text/html"])}</body>')
+        page.screenshot(path=screenshot, full_page=True)
+        browser.close()
     image = PIL.Image.open(screenshot).convert("RGB")
+    screenshot.unlink()
     image = image.resize((width, round(image.height * width / image.width)), PIL.Image.LANCZOS)
     image.quantize(colors=128).save(path, optimize=True)
     return path
@@ -280,9 +299,8 @@ def main():
         size, full_size, difference = float16_check(checkpoint, Path(arguments[0]) / "weights_float16.pt")
         print(f"float16 weights: {size:.2f} MiB against the checkpoint's {full_size:.1f} MiB; 16 DPM-Solver++ 20 "
               f"samples from the same noise within {difference:.4f} ({difference * 127.5:.2f} of an 8-bit level)")
-    elif what == "panel":
-        screenshot = arguments[0] if arguments else ROOT / "test-artifacts" / "browser" / "training-panel.png"
-        path = panel_figure(screenshot, docs / "training-panel.png")
+    elif what == "panel" and len(arguments) == 1:
+        path = panel_figure(arguments[0], docs / "training-panel.png")
     elif what == "result" and len(arguments) == 1:
         paths, caption = result_figures(arguments[0], docs)
         print(caption)

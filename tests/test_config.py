@@ -53,6 +53,7 @@ def test_config_is_frozen(nb, defaults):
         ("EMA_DECAY", 1.0, "None or a number between 0 and 1"),
         ("SAMPLER", "euler", "'ddpm', 'ddim' or 'dpm++'"),
         ("SAMPLING_STEPS", 2000, "an integer from 1 to TIMESTEPS (1000)"),
+        ("SAMPLING_ETA", 1.5, "a number from 0 (deterministic) to 1"),
         ("RESUME", "", "None, 'latest', or the path of an existing checkpoint file"),
         ("RECIPE", "fast", "'paper' or 'faster'"),
         ("GUIDANCE_SCALE", -1, "a number >= 0"),

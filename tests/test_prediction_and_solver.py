@@ -111,8 +111,9 @@ def test_a_v_model_samples_through_the_noise_predictor_with_one_call_a_step(nb, 
     assert images.abs().sum() > 0
 
 
+@pytest.mark.parametrize("eta", [0.0, 1.0])
 @pytest.mark.parametrize("steps", [1, 5, 20])
-def test_dpm_solver_lands_on_the_only_image_a_point_dataset_has(nb, schedule, steps):
+def test_dpm_solver_lands_on_the_only_image_a_point_dataset_has(nb, schedule, steps, eta):
     x_star = torch.rand(2, 3, 4, 4) * 2 - 1
 
     class PointOracle(torch.nn.Module):
@@ -121,20 +122,22 @@ def test_dpm_solver_lands_on_the_only_image_a_point_dataset_has(nb, schedule, st
             s = schedule.sqrt_one_minus_alphas_cumprod[t].view(-1, 1, 1, 1)
             return (x_t - a * x_star) / s
 
-    *_, (t, x) = nb.reverse_process(PointOracle(), x_star.shape, "cpu", schedule, "dpm++", steps,
+    *_, (t, x) = nb.reverse_process(PointOracle(), x_star.shape, "cpu", schedule, "dpm++", steps, eta,
                                      generator=torch.Generator().manual_seed(0), clip_x0=False)
     assert t == nb.ddim_timesteps(1000, steps)[-1]  # the last call, then the step to the clean image
     torch.testing.assert_close(x, x_star, atol=1e-4, rtol=0)
 
 
-def test_dpm_solver_with_two_steps_is_ddim_on_the_same_timesteps(nb, schedule, monkeypatch):
-    """Both of its steps are first order (the first has no earlier estimate, the last lands on it): DDIM."""
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_dpm_solver_with_two_steps_is_ddim_on_the_same_timesteps(nb, schedule, eta):
+    """Both of its steps are first order (the first has no earlier estimate, the last lands on it): DDIM with the
+    same eta; at eta = 1 its first-order step is the DDPM posterior, as DDIM's is (Eq. 16)."""
     oracle = GaussianOracle(schedule, 0.5)
     shape = (2, 3, 4, 4)
     assert nb.dpm_solver_timesteps(schedule, 2) == [999, 0]
-    *_, (_, ddim) = nb.reverse_process(oracle, shape, "cpu", schedule, "ddim", 2,
+    *_, (_, ddim) = nb.reverse_process(oracle, shape, "cpu", schedule, "ddim", 2, eta,
                                        generator=torch.Generator().manual_seed(1), clip_x0=False)
-    *_, (_, dpm) = nb.reverse_process(oracle, shape, "cpu", schedule, "dpm++", 2,
+    *_, (_, dpm) = nb.reverse_process(oracle, shape, "cpu", schedule, "dpm++", 2, eta,
                                       generator=torch.Generator().manual_seed(1), clip_x0=False)
     torch.testing.assert_close(dpm, ddim, atol=1e-5, rtol=1e-5)
 
@@ -168,6 +171,20 @@ def test_dpm_solver_follows_the_probability_flow_closer_than_ddim(nb, schedule, 
     errors = endpoint_errors(nb, schedule, steps)
     ddim_error, dpm_error = errors["ddim"], errors["dpm++"]
     assert dpm_error < 0.25 * ddim_error, (dpm_error, ddim_error)
+
+
+@pytest.mark.parametrize("steps", [20, 50])
+def test_stochastic_dpm_solver_draws_the_data_distribution_closer_than_ddim(nb, schedule, steps):
+    """At eta = 1 the samples are draws from the data, not the ODE's endpoints: for the exact model of N(0, c^2 I),
+    mean 0 and standard deviation c within 4% from 20 steps, where DDIM with eta = 1 is 12 to 22% short."""
+    c, shape = 0.5, (256, 3, 8, 8)
+    stds = {}
+    for sampler in ("dpm++", "ddim"):
+        *_, (_, x) = nb.reverse_process(GaussianOracle(schedule, c), shape, "cpu", schedule, sampler, steps, 1.0,
+                                        generator=torch.Generator().manual_seed(3), clip_x0=False)
+        assert abs(float(x.mean())) < 0.01
+        stds[sampler] = float(x.std())
+    assert abs(stds["dpm++"] - c) < 0.04 * c and stds["ddim"] < 0.9 * c, stds
 
 
 @pytest.mark.parametrize("timesteps, steps", [(20, 10), (1000, 50), (10, 10), (1000, 1)])

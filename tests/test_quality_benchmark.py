@@ -46,34 +46,45 @@ def run_quality(*args):
 
 @pytest.fixture(scope="module")
 def smoke_run(image_folder, tmp_path_factory):
-    """One smoke run with two samplers, screened levers, a seed and two extra EMA tracks: its rows and output."""
+    """One smoke run with three samplers, screened levers, a seed and two extra EMA tracks, scored halfway and at
+    its end: its rows and output."""
     folder = tmp_path_factory.mktemp("smoke")
     out = folder / "rows.jsonl"
     stdout = run_quality(image_folder, "--quick", "--samplers", "ddim:5,dpm++:5,ddim:5:1", "--set", "RECIPE=faster",
                          "--adam-betas", "0.9,0.999", "--seed", 3, "--ema-tracks", "raw,power:3",
-                         "--cache", folder / "cache", "--json", out)
-    return [json.loads(line) for line in out.read_text().splitlines()], stdout, out, folder / "cache"
+                         "--score-at", 2, "--cache", folder / "cache", "--json", out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    return [row for row in rows if row["updates"] == 4], stdout, out, folder / "cache", rows
 
 
 def test_quality_smoke_run_scores_every_sampler_and_names_its_levers(smoke_run):
-    rows, stdout, out, cache = smoke_run
+    rows, stdout, out, cache, _ = smoke_run
     assert [row["sampler"] for row in rows if row["weights"] == "ema"] == ["ddim:5", "dpm++:5", "ddim:5:1"]
     for row in rows:
         assert row["fd"] >= 0 and row["train_min"] > 0 and row["sample_min"] > 0
         assert row["command"].endswith("--json " + str(out))
         assert row["row"] == "notebook RECIPE=faster adam-betas=0.9,0.999 seed=3"  # --set, the screened levers
         assert row["seed"] == 3
-    assert stdout.count("RESULT notebook") == 5
+    assert stdout.count("RESULT notebook") == 10  # halfway and at the end
     assert len(list(cache.glob("scorer-*.pt"))) == 1  # the scorer is cached for the next row
 
 
 def test_extra_ema_tracks_are_scored_from_the_same_run(smoke_run):
-    rows, _, _, _ = smoke_run
+    rows = smoke_run[0]
     assert [(row["sampler"], row["weights"]) for row in rows] == [("ddim:5", "ema"), ("dpm++:5", "ema"),
                                                                    ("ddim:5:1", "ema"), ("ddim:5", "raw"),
                                                                    ("ddim:5", "power:3")]
     assert len({row["train_min"] for row in rows}) == 1  # one trained model, three sets of weights
     assert len({row["fd"] for row in rows if row["sampler"] == "ddim:5"}) == 3  # and they differ
+
+
+def test_score_at_scores_the_same_samplers_along_the_run(smoke_run):
+    rows, all_rows = smoke_run[0], smoke_run[4]
+    halfway = all_rows[:len(all_rows) - len(rows)]
+    assert [row["updates"] for row in halfway] == [2] * 5 and all_rows[len(halfway):] == rows
+    assert [(row["sampler"], row["weights"]) for row in halfway] == [(row["sampler"], row["weights"]) for row in rows]
+    assert halfway[0]["train_min"] < rows[0]["train_min"]
+    assert all(a["fd"] != b["fd"] for a, b in zip(halfway, rows, strict=True))  # the model moved on
 
 
 def test_scorer_check_ranks_real_images_first(image_folder, smoke_run, tmp_path):

@@ -3,14 +3,20 @@ prediction target and every schedule, draws images close to one of them. A wrong
 training target (diffusion_losses: Eq. 4, the noise or v) and the last sampling step (NoisePredictor, Eq. 15,
 each sampler's step) makes the samples miss both images."""
 
+import math
+
+import numpy as np
+import PIL.Image
 import pytest
 import torch
+
+from tiny import default_parameters, tiny_config
 
 TIMESTEPS = 100  # a short chain, so that six small models learn every index in seconds
 BETA_END = 0.2  # with T = 100, the linear schedule ends as noisy as the paper's 1,000 steps do (alpha-bar_T < 1e-4)
 SCHEDULES = {"linear": 1.0, "cosine": 1.0, "linear+shift": 4.0}  # the shift of 32x32 data trained at 64x64
 UPDATES = {"eps": 1200, "v": 800}  # the noise target needs more updates before the deterministic samplers follow it
-SAMPLERS = (("ddpm", None), ("ddim", 20), ("dpm++", 20))
+SAMPLERS = (("ddpm", None, 0.0), ("ddim", 20, 0.0), ("dpm++", 20, 0.0), ("dpm++", 20, 1.0))  # (sampler, steps, eta)
 
 
 def tiny_set():
@@ -55,13 +61,47 @@ def memorised(nb, request):
     return nb.NoisePredictor(model, schedule, prediction), schedule
 
 
-@pytest.mark.parametrize("sampler, steps", SAMPLERS, ids=[sampler for sampler, _ in SAMPLERS])
-def test_tiny_set_is_drawn_back_by_every_sampler_prediction_and_schedule(nb, memorised, sampler, steps):
+@pytest.mark.parametrize("sampler, steps, eta", SAMPLERS, ids=[f"{sampler}-eta{eta:g}" for sampler, _, eta in SAMPLERS])
+def test_tiny_set_is_drawn_back_by_every_sampler_prediction_and_schedule(nb, memorised, sampler, steps, eta):
     predictor, schedule = memorised
     images = tiny_set()
     apart = rms(images[:1], images[1:]).item()  # 0.71
-    samples = nb.sample(predictor, (16, 3, 16, 16), torch.device("cpu"), schedule, sampler, steps,
+    samples = nb.sample(predictor, (16, 3, 16, 16), torch.device("cpu"), schedule, sampler, steps, eta,
                         generator=torch.Generator().manual_seed(1))
     nearest = rms(samples, images).min(dim=1).values  # (16,)
     # A start near the boundary between the two images can end between them; most end on one of them
     assert nearest.median() < apart / 3, f"median distance to the nearest image {nearest.median():.3f}"
+
+
+def neighbour_difference(images):
+    """Mean absolute difference of vertically and of horizontally adjacent pixels, summed, in [-1, 1] units: high
+    for colour static (the tiny set's images: 0.09)."""
+    down, across = images[..., 1:, :] - images[..., :-1, :], images[..., 1:] - images[..., :-1]
+    return float(down.abs().mean() + across.abs().mean())
+
+
+def grid_images(path, size=16, count=16, padding=2):
+    """The images of a sample grid PNG (save_sample_grid, one set of weights) in [-1, 1], without the padding."""
+    grid = torch.from_numpy(np.asarray(PIL.Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 127.5 - 1
+    columns = math.ceil(count**0.5)
+    at = [padding + i * (size + padding) for i in range(columns)]
+    return torch.stack([grid[:, y : y + size, x : x + size] for y in at for x in at][:count])
+
+
+def test_a_young_noise_models_default_grid_is_smooth_where_a_deterministic_one_is_static(nb, tmp_path):
+    """Issue 52: a noise-predicting model stopped young (300 updates) draws, in the training grid with the default
+    sampler settings, colour fields as smooth as DDPM's 100 steps; drawn deterministically (SAMPLING_ETA = 0, the
+    default before), the same grid is colour static."""
+    images = tiny_set()
+    schedule = nb.make_schedule("linear", TIMESTEPS, 1e-4, BETA_END)
+    model = memorise(nb, images, "eps", schedule, 300)
+    ddpm = nb.sample(nb.NoisePredictor(model, schedule, "eps"), (16, 3, 16, 16), torch.device("cpu"), schedule, "ddpm",
+                     generator=torch.Generator().manual_seed(0))
+    smoothness = {}
+    for eta in (default_parameters()["SAMPLING_ETA"], 0.0):
+        config = tiny_config(nb, tmp_path, TIMESTEPS=TIMESTEPS, BETA_END=BETA_END, SAMPLING_ETA=eta,
+                             SAMPLING_STEPS=default_parameters()["SAMPLING_STEPS"])
+        path = nb.save_sample_grid(model, None, schedule, config, torch.device("cpu"), tmp_path / f"eta{eta}.png")
+        smoothness[eta] = neighbour_difference(grid_images(path))
+    default, deterministic = smoothness.values()
+    assert default < 1.25 * neighbour_difference(ddpm) < deterministic / 1.5, (smoothness, neighbour_difference(ddpm))
