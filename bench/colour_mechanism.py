@@ -74,7 +74,8 @@ def main():
     row(f"DDPM, {T} steps", draw(model, "ddpm", None), images)
     row("DDIM 20, eta = 1", draw(model, eta=1.0), images)
     row("DDIM 20, eta = 0", draw(model), images)
-    row("DPM-Solver++ 20", draw(model, "dpm++"), images)
+    row("DPM-Solver++ 20, eta = 0", draw(model, "dpm++"), images)
+    row("DPM-Solver++ 20, eta = 1 (SAMPLING_ETA's default)", draw(model, "dpm++", eta=1.0), images)
     for level in (0.9, 0.5, 0.1):
         above, below = Mixed(lambda t, level=level: t <= level * T), Mixed(lambda t, level=level: t > level * T)
         row(f"DDIM 20, the model only above t = {level:g} T", draw(above), images)

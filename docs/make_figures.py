@@ -2,7 +2,7 @@
 
     python docs/make_figures.py forward [TRAIN_FOLDER]   # default: ../shared/data/cifar10-jpg/train, as the tests
     python docs/make_figures.py denoising RUN_FOLDER      # a run of docs/short_run.sh (or any papermill run)
-    python docs/make_figures.py panel RUN_FOLDER          # a run of docs/panel_run.sh (or any papermill run)
+    python docs/make_figures.py panel RUN_FOLDER          # a run of docs/short_run.sh --panel (or any papermill run)
     python docs/make_figures.py result OUT_FOLDER         # what bench/default_run.sh run brought back from a GPU
 
 docs/forward-process.jpg: real CIFAR-10 training images, upscaled to 64x64 as the notebook trains on them, noised by
@@ -153,13 +153,12 @@ def panel_figure(run_folder, path, width=900):
     for terminals), scaled to `width` pixels, as a small palette PNG."""
     executed = Path(run_folder) / "executed.ipynb"
     if not executed.exists():
-        raise SystemExit(f"no {executed}: run docs/panel_run.sh (or the notebook through papermill) first")
+        raise SystemExit(f"no {executed}: run docs/short_run.sh --panel (or the notebook through papermill) first")
     outputs = training_cell(json.loads(executed.read_text())["cells"])["outputs"]
     (panel,) = [out["data"] for out in outputs if "text/html" in out.get("data", {})]
     bar_line = "".join(panel["text/plain"]).split("\n")[0]
-    from playwright.sync_api import sync_playwright  # requirements-dev.txt; chromium as tests/test_browser.py finds it
-
-    from test_browser import CHROMIUM, CHROMIUM_FLAGS
+    from playwright.sync_api import sync_playwright  # requirements-dev.txt
+    from test_browser import CHROMIUM, CHROMIUM_FLAGS  # chromium, found as the browser test finds it
     screenshot = Path(path).with_suffix(".full.png")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -228,13 +227,13 @@ def result_figures(out, docs, count=64, seed=0):
     summary = run_summary(out / "executed.ipynb", weights, (written - start) / 60)  # a call cut short has no duration
     (final,) = [row for row in rows if row["epoch"] == exported["progress"]["epoch"]]  # the weights' own FID
     caption = (f"{summary}; FID {final['fid']:.1f} ({final['samples']:,} samples, {final['sampler']} "
-               f"{final['steps']} steps, against as many training images of CIFAR-10's JPEG copy, re-encoded at "
-               f"quality about 75, which scores differently from the PNG originals)")
+               f"{final['steps']} steps, eta {final.get('eta', 0.0):g}, against as many training images of CIFAR-10's "
+               f"JPEG copy, re-encoded at quality about 75, which scores differently from the PNG originals)")
 
     model, schedule, size, _, prediction = nb.load_model(weights, torch.device("cpu"))
     predictor = nb.NoisePredictor(model, schedule, prediction)
     images = nb.sample(predictor, (count, 3, size, size), torch.device("cpu"), schedule, config["sampler"],
-                       config["sampling_steps"], generator=torch.Generator().manual_seed(seed))
+                       config["sampling_steps"], config.get("sampling_eta", 0.0), torch.Generator().manual_seed(seed))
     samples_path = docs / "result-samples.jpg"
     grid = nb.make_grid(nb.to_unit_range(images), nrow=round(count**0.5), padding=2, pad_value=1)  # (3, H, W)
     PIL.Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()).save(samples_path, quality=90)
@@ -250,7 +249,7 @@ def result_figures(out, docs, count=64, seed=0):
         ax.set_title(f"epoch {epoch}: {fid[epoch]['images_seen'] / 1e6:.2f}M images\nFID {fid[epoch]['fid']:.1f}",
                      fontsize=8)
     fig.suptitle(f"The same noise through the EMA weights as training goes ({config['sampler']}, "
-                 f"{config['sampling_steps']} steps)", fontsize=8)
+                 f"{config['sampling_steps']} steps, eta {config.get('sampling_eta', 0.0):g})", fontsize=8)
     fig.tight_layout()
     progress_path = docs / "result-progress.jpg"
     fig.savefig(progress_path, dpi=120, pil_kwargs={"quality": 85})  # 2.4 in: 288 pixels, a grid's own 266

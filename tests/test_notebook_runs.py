@@ -183,6 +183,16 @@ def test_the_readme_figure_of_a_runs_reverse_process_is_drawn_from_its_folder(fo
     assert PIL.Image.open(path).size[0] > 400  # eight steps side by side
 
 
+def test_the_readme_figure_of_the_training_panel_is_the_runs_own_panel(folder_run, tmp_path):
+    from test_browser import require_browser  # chromium renders the panel's HTML
+
+    require_browser()
+    path = make_figures().panel_figure(folder_run[0], tmp_path / "training-panel.png", width=600)
+    image = PIL.Image.open(path).convert("RGB")
+    assert image.width == 600 and image.height > 150  # the bar's line, the epoch lines, the loss plots and the grid
+    assert len(set(image.getdata())) > 20  # pictures, not a blank page
+
+
 def test_the_readme_figures_of_a_gpu_run_are_drawn_from_what_its_scripts_bring_back(folder_run, inception_weights,
                                                                                      real_train, tmp_path):
     folder, _ = folder_run  # in place of bench/default_run.sh's papermill run on a GPU
@@ -199,8 +209,9 @@ def test_the_readme_figures_of_a_gpu_run_are_drawn_from_what_its_scripts_bring_b
     paths, caption = figures.result_figures(out, tmp_path, count=4)
     assert re.fullmatch(r"2 epochs \(6 updates of 8 images\) of a 1\.5M-parameter U-Net \(BASE_CHANNELS = 16, "
                         r"RECIPE = 'paper'\) at 32x32 on cpu \(\d+ CPU threads\) in \d+ min; FID [\d.]+ \(4 samples, "
-                        r"dpm\+\+ 10 steps, against as many training images of CIFAR-10's JPEG copy, re-encoded at "
-                        r"quality about 75, which scores differently from the PNG originals\)", caption), caption
+                        r"dpm\+\+ 10 steps, eta 1, against as many training images of CIFAR-10's JPEG copy, "
+                        r"re-encoded at quality about 75, which scores differently from the PNG originals\)",
+                        caption), caption
     assert [path.name for path in paths] == ["result-samples.jpg", "result-progress.jpg", "result-curves.png"]
     assert PIL.Image.open(paths[0]).size == (2 * 34 + 2,) * 2  # 2x2 samples of 32 pixels, 2 between and around
     (run,) = (folder / "samples").iterdir()
