@@ -348,14 +348,14 @@ def train_notebook(images, config, updates, log_every=100, ema_tracks=(), adam_b
 
 
 def parse_sampler(entry):
-    """--samplers' NAME:STEPS[:ETA] -> (name, steps, eta): "ddim:50:1" is DDIM with eta = 1 (default 0)."""
+    """--samplers' NAME:STEPS[:ETA] -> (name, steps, eta): "dpm++:20:1" is DPM-Solver++ with eta = 1 (default 0)."""
     name, steps, *eta = entry.split(":")
     return name, int(steps), float(eta[0]) if eta else 0.0
 
 
 def notebook_sampler(model, schedule, config, entry, device="cpu"):
     """A function (count, generator) -> images in [-1, 1] from `model` (on `device`) with the notebook's sampler
-    that `entry` names (parse_sampler: SAMPLER's values "ddpm", "ddim", "dpm++", the steps, DDIM's eta)."""
+    that `entry` names (parse_sampler: SAMPLER's values "ddpm", "ddim", "dpm++", the steps, SAMPLING_ETA's)."""
     predictor, device = nb.NoisePredictor(model, schedule, config.prediction), torch.device(device)
     sampler, steps, eta = parse_sampler(entry)
 
@@ -453,7 +453,7 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--samplers", default="ddim:50", help="comma-separated NAME:STEPS[:ETA], e.g. "
-                        "ddim:50,dpm++:20,ddim:50:1 (DDIM with eta 1)")
+                        "ddim:50,dpm++:20,dpm++:20:1 (eta: DDIM's or DPM-Solver++'s, default 0)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a notebook parameter for this row, e.g. LEARNING_RATE=1e-3")
     parser.add_argument("--score-at", default="", metavar="UPDATES",
@@ -511,6 +511,8 @@ def main():
     row = {"batch": args.batch, "seed": args.seed, "samples": args.samples, "data": args.data,
            "train_images": len(images), "device": str(device), "scorer": score.name, "command": command}
     started = time.perf_counter()
+    if args.peer and args.score_at:
+        raise SystemExit("--score-at scores the notebook's runs only, not --peer's")
     if args.peer:
         model, losses = train_lucidrains(images, args.peer, args.updates, args.batch, args.seed,
                                          int(args.samplers.split(",")[0].split(":")[1]))
@@ -535,6 +537,8 @@ def main():
                            losses, time.perf_counter() - started, args)
 
         score_at = {int(count) for count in args.score_at.split(",") if count}
+        if any(not 0 < count < args.updates for count in score_at):
+            raise SystemExit(f"--score-at: each count must lie between 0 and --updates ({args.updates})")
         weights, schedule, losses = train_notebook(images, config, args.updates, ema_tracks=ema_tracks,
                                                    adam_betas=adam_betas, device=device, score_at=score_at,
                                                    on_score_at=score_along)

@@ -37,6 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import PIL.Image  # noqa: E402
+import PIL.ImageChops  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,7 +148,7 @@ def float16_check(checkpoint_path, path, count=16, steps=20, seed=0):
     return path.stat().st_size / 2**20, Path(checkpoint_path).stat().st_size / 2**20, (draws[0] - draws[1]).abs().max()
 
 
-def panel_figure(run_folder, path, width=900):
+def panel_figure(run_folder, path, width=720):
     """The live panel of the training cell of RUN_FOLDER/executed.ipynb, as the run left it, rendered by the browser
     the tests use (its HTML is the panel's own; tqdm's widget is drawn as the bar's text line, which the panel keeps
     for terminals), scaled to `width` pixels, as a small palette PNG."""
@@ -169,6 +170,8 @@ def panel_figure(run_folder, path, width=900):
         browser.close()
     image = PIL.Image.open(screenshot).convert("RGB")
     screenshot.unlink()
+    box = PIL.ImageChops.difference(image, PIL.Image.new("RGB", image.size, "white")).getbbox()  # the page's content
+    image = image.crop((0, 0, min(image.width, box[2] + 8), min(image.height, box[3] + 8)))
     image = image.resize((width, round(image.height * width / image.width)), PIL.Image.LANCZOS)
     image.quantize(colors=128).save(path, optimize=True)
     return path

@@ -6,7 +6,8 @@
 # - The reverse process (docs/denoising-steps.jpg): 2 epochs of the full CIFAR-10 (1,562 updates of 64 images) at
 #   the notebook's 64x64, about 2 s an update on 2 cores, under an hour in all.
 # - With --panel, the live training panel (docs/training-panel.png): 12 epochs of DATA at 32x32, CIFAR-10's own
-#   size, about 12 minutes in all; docs/make_figures.py renders the training cell's panel as the run left it.
+#   size: about 12 minutes in all for ../shared/data/cifar10-jpg/train's 5,000 images (ten times that for the full
+#   set); docs/make_figures.py renders the training cell's panel as the run left it.
 #   bash docs/short_run.sh [--panel] DATA [RUN_FOLDER]   DATA: training images (the full CIFAR-10: BENCHMARKS.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
