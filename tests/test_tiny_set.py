@@ -4,6 +4,8 @@ training target (diffusion_losses: Eq. 4, the noise or v) and the last sampling 
 each sampler's step) makes the samples miss both images."""
 
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import PIL.Image
@@ -51,14 +53,34 @@ def memorise(nb, images, prediction, schedule, updates, learning_rate=3e-3, batc
     return model.eval()
 
 
-@pytest.fixture(scope="module", params=[(prediction, name) for prediction in UPDATES for name in SCHEDULES],
-                ids=lambda param: f"{param[0]}-{param[1]}")
-def memorised(nb, request):
+PAIRS = [(prediction, name) for prediction in UPDATES for name in SCHEDULES]
+
+
+def memorised_weights(pair):
+    """The weights of the model memorise trains for one (prediction, schedule name): run in a worker process."""
+    from notebook import load_definitions
+
+    nb, (prediction, name) = load_definitions(), pair
+    schedule = nb.make_schedule(name, TIMESTEPS, 1e-4, BETA_END, SCHEDULES[name])
+    return memorise(nb, tiny_set(), prediction, schedule, UPDATES[prediction]).state_dict()
+
+
+@pytest.fixture(scope="module")
+def all_weights():
+    """Every pair's weights, trained two at a time in processes of their own (one thread each: two cores), each
+    seeded as memorise seeds it, so the same as one after the other."""
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return dict(zip(PAIRS, pool.map(memorised_weights, PAIRS), strict=True))
+
+
+@pytest.fixture(scope="module", params=PAIRS, ids=lambda param: f"{param[0]}-{param[1]}")
+def memorised(nb, all_weights, request):
     """(a NoisePredictor of the memorised model, its schedule) for one prediction target and one schedule."""
     prediction, name = request.param
     schedule = nb.make_schedule(name, TIMESTEPS, 1e-4, BETA_END, SCHEDULES[name])
-    model = memorise(nb, tiny_set(), prediction, schedule, UPDATES[prediction])
-    return nb.NoisePredictor(model, schedule, prediction), schedule
+    model = nb.UNet(8, (1, 2), 0.0, output_init="zero")  # as memorise builds it
+    model.load_state_dict(all_weights[request.param])
+    return nb.NoisePredictor(model.eval(), schedule, prediction), schedule
 
 
 @pytest.mark.parametrize("sampler, steps, eta", SAMPLERS, ids=[f"{sampler}-eta{eta:g}" for sampler, _, eta in SAMPLERS])
@@ -82,7 +104,7 @@ def neighbour_difference(images):
 
 def grid_images(path, size=16, count=16, padding=2):
     """The images of a sample grid PNG (save_sample_grid, one set of weights) in [-1, 1], without the padding."""
-    grid = torch.from_numpy(np.asarray(PIL.Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 127.5 - 1
+    grid = torch.from_numpy(np.array(PIL.Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 127.5 - 1
     columns = math.ceil(count**0.5)
     at = [padding + i * (size + padding) for i in range(columns)]
     return torch.stack([grid[:, y : y + size, x : x + size] for y in at for x in at][:count])
