@@ -41,9 +41,7 @@ def oracle_eps(images, schedule):
 
 def row(name, samples, images):
     nearest = tiny.rms(samples, images).min(dim=1).values.mean()
-    neighbours = ((samples[..., 1:, :] - samples[..., :-1, :]).abs().mean()
-                  + (samples[..., 1:] - samples[..., :-1]).abs().mean())
-    print(f"| {name} | {nearest:.3f} | {neighbours:.3f} |", flush=True)
+    print(f"| {name} | {nearest:.3f} | {tiny.neighbour_difference(samples):.3f} |", flush=True)
 
 
 def main():
