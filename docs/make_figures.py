@@ -160,16 +160,13 @@ def panel_figure(run_folder, path, width=720):
     bar_line = "".join(panel["text/plain"]).split("\n")[0]
     from playwright.sync_api import sync_playwright  # requirements-dev.txt
     from test_browser import CHROMIUM, CHROMIUM_FLAGS  # chromium, found as the browser test finds it
-    screenshot = Path(path).with_suffix(".full.png")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1100, "height": 400})
         page.set_content(f'<body style="margin:8px; font-size:13px"><pre style="margin:2px 0">{html.escape(bar_line)}'
                          f'</pre>{"".join(panel["text/html"])}</body>')
-        page.screenshot(path=screenshot, full_page=True)
+        image = PIL.Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")  # PNG bytes
         browser.close()
-    image = PIL.Image.open(screenshot).convert("RGB")
-    screenshot.unlink()
     box = PIL.ImageChops.difference(image, PIL.Image.new("RGB", image.size, "white")).getbbox()  # the page's content
     image = image.crop((0, 0, min(image.width, box[2] + 8), min(image.height, box[3] + 8)))
     image = image.resize((width, round(image.height * width / image.width)), PIL.Image.LANCZOS)
