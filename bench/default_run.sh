@@ -80,7 +80,7 @@ run)
   fi
   # the notebook at its defaults but for the data, the length and the evaluation (default_run.py does that), in a
   # session of its own (setsid), so that its kernel and any worker can be stopped together
-  setsid $PYTHON -m papermill diffusion_model.ipynb "$OUT/executed.ipynb" --cwd $STAGE/run -k python3 --log-output \
+  setsid $PYTHON tests/headless.py diffusion_model.ipynb "$OUT/executed.ipynb" --cwd $STAGE/run -k python3 --log-output \
     -p DATASET $STAGE/data/train -p EPOCHS "$epochs" -p EVAL_IMAGES 0 "${notebook[@]}" > "$OUT/papermill.log" 2>&1 &
   run=$!
   (  # papermill ends 20 s before the deadline at the latest: the rest is for packing what it made

@@ -19,6 +19,6 @@ else
 fi
 data=$(realpath "${1:?usage: bash docs/short_run.sh [--panel] DATA [RUN_FOLDER]}")
 mkdir -p "$run"
-.venv/bin/papermill diffusion_model.ipynb "$run/executed.ipynb" --cwd "$run" -p DATASET "$data" -p DEVICE cpu \
+.venv/bin/python tests/headless.py diffusion_model.ipynb "$run/executed.ipynb" --cwd "$run" -p DATASET "$data" -p DEVICE cpu \
   -p BASE_CHANNELS 16 -p RECIPE faster -p EVAL_IMAGES 0 "${settings[@]}"
 .venv/bin/python docs/make_figures.py "$figure" "$run"

@@ -12,9 +12,12 @@ import papermill
 import PIL.Image
 import pytest
 
+from headless import execute_notebook
 from notebook import NOTEBOOK, ROOT
 from stand_ins import random_inception_weights
 from tiny import SMALL
+
+CELL_SECONDS = 600  # a cell of these small runs that takes longer has hung: fail it rather than wait for CI's limit
 
 
 def run_notebook(folder, ipython_dir=None, environment=None, notebook=NOTEBOOK, **parameters):
@@ -30,8 +33,8 @@ def run_notebook(folder, ipython_dir=None, environment=None, notebook=NOTEBOOK, 
         for name, value in dict(JUPYTER_PATH=str(jupyter), IPYTHONDIR=str(ipython_dir or folder / ".ipython"),
                                 **(environment or {})).items():
             patch.setenv(name, value)
-        papermill.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(folder),
-                                   kernel_name="notebook-tests", progress_bar=False)
+        execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(folder),
+                         kernel_name="notebook-tests", progress_bar=False, execution_timeout=CELL_SECONDS)
     return json.loads(output.read_text())
 
 
