@@ -50,7 +50,7 @@ def main():
     parser.add_argument("--schedule", default="cosine", choices=sorted(tiny.SCHEDULES))
     args = parser.parse_args()
     images = tiny.tiny_set()
-    schedule = nb.make_schedule(args.schedule, tiny.TIMESTEPS, 1e-4, tiny.BETA_END, tiny.SCHEDULES[args.schedule])
+    schedule = tiny.tiny_schedule(nb, args.schedule)
     model = nb.NoisePredictor(tiny.memorise(nb, images, "eps", schedule, args.updates), schedule, "eps")
     oracle, T = oracle_eps(images, schedule), schedule.num_timesteps
 

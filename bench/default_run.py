@@ -46,7 +46,7 @@ def score(weights_path, inception, real_features, device, settings):
     fid, kid_mean, kid_std = nb.evaluate(nb.NoisePredictor(model, schedule, prediction), real_features, inception,
                                          size, size, device, settings["sampler"], settings["sampling_steps"],
                                          nb.micro_batch_size(500, device), settings["seed"],
-                                         settings["guidance_scale"], settings.get("sampling_eta", 0.0))
+                                         settings["guidance_scale"], settings["sampling_eta"])
     return fid, kid_mean, kid_std, time.perf_counter() - started
 
 
@@ -150,7 +150,7 @@ def main():
             row = {"epoch": epoch, "update": progress["step"], "images_seen": progress["step"] *
                    settings["batch_size"] * settings["grad_accum_steps"], "samples": count, "fid": fid,
                    "kid": kid_mean, "kid_std": kid_std, "seconds": round(seconds, 1), "sampler": settings["sampler"],
-                   "steps": settings["sampling_steps"], "eta": settings.get("sampling_eta", 0.0),
+                   "steps": settings["sampling_steps"], "eta": settings["sampling_eta"],
                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
             with open(out / "fid.jsonl", "a") as file:
                 file.write(json.dumps(row) + "\n")

@@ -227,13 +227,13 @@ def result_figures(out, docs, count=64, seed=0):
     summary = run_summary(out / "executed.ipynb", weights, (written - start) / 60)  # a call cut short has no duration
     (final,) = [row for row in rows if row["epoch"] == exported["progress"]["epoch"]]  # the weights' own FID
     caption = (f"{summary}; FID {final['fid']:.1f} ({final['samples']:,} samples, {final['sampler']} "
-               f"{final['steps']} steps, eta {final.get('eta', 0.0):g}, against as many training images of CIFAR-10's "
+               f"{final['steps']} steps, eta {final['eta']:g}, against as many training images of CIFAR-10's "
                f"JPEG copy, re-encoded at quality about 75, which scores differently from the PNG originals)")
 
     model, schedule, size, _, prediction = nb.load_model(weights, torch.device("cpu"))
     predictor = nb.NoisePredictor(model, schedule, prediction)
     images = nb.sample(predictor, (count, 3, size, size), torch.device("cpu"), schedule, config["sampler"],
-                       config["sampling_steps"], config.get("sampling_eta", 0.0), torch.Generator().manual_seed(seed))
+                       config["sampling_steps"], config["sampling_eta"], torch.Generator().manual_seed(seed))
     samples_path = docs / "result-samples.jpg"
     grid = nb.make_grid(nb.to_unit_range(images), nrow=round(count**0.5), padding=2, pad_value=1)  # (3, H, W)
     PIL.Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()).save(samples_path, quality=90)
@@ -249,7 +249,7 @@ def result_figures(out, docs, count=64, seed=0):
         ax.set_title(f"epoch {epoch}: {fid[epoch]['images_seen'] / 1e6:.2f}M images\nFID {fid[epoch]['fid']:.1f}",
                      fontsize=8)
     fig.suptitle(f"The same noise through the EMA weights as training goes ({config['sampler']}, "
-                 f"{config['sampling_steps']} steps, eta {config.get('sampling_eta', 0.0):g})", fontsize=8)
+                 f"{config['sampling_steps']} steps, eta {config['sampling_eta']:g})", fontsize=8)
     fig.tight_layout()
     progress_path = docs / "result-progress.jpg"
     fig.savefig(progress_path, dpi=120, pil_kwargs={"quality": 85})  # 2.4 in: 288 pixels, a grid's own 266

@@ -15,6 +15,7 @@ import sys
 import time
 from queue import Empty
 
+import papermill
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
@@ -56,8 +57,6 @@ class PollingEngine(NBClientEngine):
 
 def execute_notebook(*args, **kwargs):
     """papermill.execute_notebook with the polling channels."""
-    import papermill
-
     return papermill.execute_notebook(*args, engine_name="polling", **kwargs)
 
 

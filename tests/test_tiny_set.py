@@ -32,13 +32,23 @@ def rms(a, b):
     return torch.cdist(a.flatten(1), b.flatten(1)) / a[0].numel() ** 0.5
 
 
+def tiny_unet(nb):
+    """The U-Net memorise trains: 8 channels, two resolutions, its output layer starting at zero."""
+    return nb.UNet(8, (1, 2), 0.0, output_init="zero")
+
+
+def tiny_schedule(nb, name):
+    """The schedule SCHEDULES names, over this file's TIMESTEPS."""
+    return nb.make_schedule(name, TIMESTEPS, 1e-4, BETA_END, SCHEDULES[name])
+
+
 def memorise(nb, images, prediction, schedule, updates, learning_rate=3e-3, batch_size=8):
     """A small U-Net trained on `images` by diffusion_losses, with `prediction`'s target and min-SNR-5 weighting (the
     weighting speeds both targets up), Adam with warmup and a cosine to 0 as the notebook's training loop uses it."""
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small runs faster on one thread than split over two
-    model = nb.UNet(8, (1, 2), 0.0, output_init="zero")
+    model = tiny_unet(nb)
     optimizer = nb.make_optimizer(model, learning_rate)
     for update in range(updates):
         for group in optimizer.param_groups:
@@ -61,8 +71,7 @@ def memorised_weights(pair):
     from notebook import load_definitions
 
     nb, (prediction, name) = load_definitions(), pair
-    schedule = nb.make_schedule(name, TIMESTEPS, 1e-4, BETA_END, SCHEDULES[name])
-    return memorise(nb, tiny_set(), prediction, schedule, UPDATES[prediction]).state_dict()
+    return memorise(nb, tiny_set(), prediction, tiny_schedule(nb, name), UPDATES[prediction]).state_dict()
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +86,7 @@ def all_weights():
 def memorised(nb, all_weights, request):
     """(a NoisePredictor of the memorised model, its schedule) for one prediction target and one schedule."""
     prediction, name = request.param
-    schedule = nb.make_schedule(name, TIMESTEPS, 1e-4, BETA_END, SCHEDULES[name])
-    model = nb.UNet(8, (1, 2), 0.0, output_init="zero")  # as memorise builds it
+    schedule, model = tiny_schedule(nb, name), tiny_unet(nb)
     model.load_state_dict(all_weights[request.param])
     return nb.NoisePredictor(model.eval(), schedule, prediction), schedule
 
@@ -115,7 +123,7 @@ def test_a_young_noise_models_default_grid_is_smooth_where_a_deterministic_one_i
     sampler settings, colour fields as smooth as DDPM's 100 steps; drawn deterministically (SAMPLING_ETA = 0, the
     default before), the same grid is colour static."""
     images = tiny_set()
-    schedule = nb.make_schedule("linear", TIMESTEPS, 1e-4, BETA_END)
+    schedule = tiny_schedule(nb, "linear")
     model = memorise(nb, images, "eps", schedule, 300)
     ddpm = nb.sample(nb.NoisePredictor(model, schedule, "eps"), (16, 3, 16, 16), torch.device("cpu"), schedule, "ddpm",
                      generator=torch.Generator().manual_seed(0))
